@@ -1,0 +1,261 @@
+//! The `ochopod` binary: `ochopod run` (the agent) and the operator commands.
+//!
+//! This crate is thin on purpose: it parses flags (clap values first, then validated settings),
+//! reads the process environment once and hands it down as a map, installs the tracing
+//! subscriber, and calls the library crates. It holds no protocol code of its own.
+//!
+//! Exit codes: 0 success; 1 the command failed (pod unreachable, ZooKeeper error, hook failure);
+//! 2 bad usage or settings (a flag, the spec, an ambiguous pod name); 3 the circuit breaker
+//! gave up with `on_give_up = "exit"`.
+
+mod ops;
+mod run;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Ochopod: pods that configure themselves through ZooKeeper.
+#[derive(Parser, Debug)]
+#[command(name = "ochopod", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the operator commands find ZooKeeper.
+#[derive(clap::Args, Debug, Clone)]
+struct ZkArgs {
+    /// ZooKeeper connection string (`h1:2181,h2:2181[/chroot]`); defaults to `ochopod_zk`,
+    /// then 127.0.0.1:2181.
+    #[arg(long, global = true)]
+    zk: Option<String>,
+    /// Control-plane token, for on/off/kill/reset/signal/exec (`ochopod_token`).
+    #[arg(long, global = true)]
+    token: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the agent: register in ZooKeeper, elect a leader, configure and supervise the process.
+    Run(run::RunArgs),
+    /// Render a spec's templates offline against a saved cluster view.
+    Render(run::RenderArgs),
+    /// List clusters and their pods (ZooKeeper plus each pod's /info).
+    Ls {
+        /// Only clusters matching this pattern (`*` wildcards, e.g. `demo.*`).
+        pattern: Option<String>,
+        #[command(flatten)]
+        zk: ZkArgs,
+    },
+    /// Show one pod's /info.
+    Info {
+        /// A key prefix, or `cluster#index` (e.g. `demo.web#0`).
+        pod: String,
+        /// Save the pod's cluster view (the last configuration) to this file, for `render`.
+        #[arg(long)]
+        view: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        zk: ZkArgs,
+    },
+    /// Show one pod's log (last 32 KiB).
+    Log {
+        /// A key prefix, or `cluster#index`.
+        pod: String,
+        /// Keep printing new lines.
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        zk: ZkArgs,
+    },
+    /// Configure and start a pod's process with the cluster's last configuration.
+    On {
+        /// A key prefix, or `cluster#index`.
+        pod: String,
+        #[command(flatten)]
+        zk: ZkArgs,
+    },
+    /// Tear a pod's process down.
+    Off {
+        /// A key prefix, or `cluster#index`.
+        pod: String,
+        #[command(flatten)]
+        zk: ZkArgs,
+    },
+    /// Tear a pod's process down for good (the pod goes dead).
+    Kill {
+        /// A key prefix, or `cluster#index`.
+        pod: String,
+        #[command(flatten)]
+        zk: ZkArgs,
+    },
+    /// Make a pod drop its ZooKeeper session and register again.
+    Reset {
+        /// A key prefix, or `cluster#index`.
+        pod: String,
+        #[command(flatten)]
+        zk: ZkArgs,
+    },
+    /// Run a pod's signal hook with a JSON body.
+    Signal {
+        /// A key prefix, or `cluster#index`.
+        pod: String,
+        /// The JSON body handed to the hook.
+        #[arg(long = "body", default_value = "{}")]
+        body: String,
+        #[command(flatten)]
+        zk: ZkArgs,
+    },
+    /// Run one of a pod's `[tools.NAME]`.
+    Exec {
+        /// A key prefix, or `cluster#index`.
+        pod: String,
+        /// The tool's name.
+        tool: String,
+        /// Arguments for the tool.
+        args: Vec<String>,
+        /// Upload this file into the tool's folder (repeatable).
+        #[arg(long = "file")]
+        files: Vec<std::path::PathBuf>,
+        #[command(flatten)]
+        zk: ZkArgs,
+    },
+    /// Print a cluster's committed configuration hash and leader.
+    Hash {
+        /// `namespace.cluster`.
+        cluster: String,
+        #[command(flatten)]
+        zk: ZkArgs,
+    },
+    /// A live view of the clusters, redrawn on every ZooKeeper change.
+    Watch {
+        /// Only clusters matching this pattern.
+        pattern: Option<String>,
+        /// Stop after this many redraws (for scripts and tests).
+        #[arg(long)]
+        count: Option<u64>,
+        #[command(flatten)]
+        zk: ZkArgs,
+    },
+    /// Print shell completions.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// A failure with its exit code.
+#[derive(Debug)]
+pub(crate) struct Fail {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Fail {
+    pub(crate) fn usage(error: impl Into<anyhow::Error>) -> Fail {
+        Fail {
+            code: 2,
+            error: error.into(),
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Fail {
+    fn from(e: E) -> Fail {
+        Fail {
+            code: 1,
+            error: e.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    init_tracing(&cli, &env);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ochopod: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(dispatch(cli, env));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            if is_broken_pipe(&f.error) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("ochopod: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn init_tracing(cli: &Cli, env: &std::collections::BTreeMap<String, String>) {
+    use tracing_subscriber::EnvFilter;
+    let agent = matches!(cli.command, Command::Run(_));
+    let debug = env
+        .get("ochopod_debug")
+        .is_some_and(|v| v == "true" || v == "1");
+    let default = if debug {
+        "debug"
+    } else if agent {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_env("OCHOPOD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+async fn dispatch(cli: Cli, env: std::collections::BTreeMap<String, String>) -> Result<u8, Fail> {
+    match cli.command {
+        Command::Run(args) => run::run(args, env).await,
+        Command::Render(args) => run::render(args, env).await,
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "ochopod", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Ls { pattern, zk } => ops::ls(&ops::Ctx::new(&zk, &env), pattern.as_deref()).await,
+        Command::Info { pod, view, zk } => ops::info(&ops::Ctx::new(&zk, &env), &pod, view).await,
+        Command::Log { pod, follow, zk } => ops::log(&ops::Ctx::new(&zk, &env), &pod, follow).await,
+        Command::On { pod, zk } => ops::control(&ops::Ctx::new(&zk, &env), &pod, "on").await,
+        Command::Off { pod, zk } => ops::control(&ops::Ctx::new(&zk, &env), &pod, "off").await,
+        Command::Kill { pod, zk } => ops::control(&ops::Ctx::new(&zk, &env), &pod, "kill").await,
+        Command::Reset { pod, zk } => ops::reset(&ops::Ctx::new(&zk, &env), &pod).await,
+        Command::Signal { pod, body, zk } => {
+            ops::signal(&ops::Ctx::new(&zk, &env), &pod, &body).await
+        }
+        Command::Exec {
+            pod,
+            tool,
+            args,
+            files,
+            zk,
+        } => ops::exec(&ops::Ctx::new(&zk, &env), &pod, &tool, args, files).await,
+        Command::Hash { cluster, zk } => ops::hash(&ops::Ctx::new(&zk, &env), &cluster).await,
+        Command::Watch { pattern, count, zk } => {
+            ops::watch(&ops::Ctx::new(&zk, &env), pattern.as_deref(), count).await
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! `ochopod run` and `ochopod render`: flags and spec turned into validated settings.
+
+use crate::Fail;
+use anyhow::{anyhow, Context};
+use ochopod::spec::Spec;
+use ochopod::spec_pod::SpecLifecycle;
+use ochopod::{GiveUp, ModelSettings, Pod, PodConfig, ProcessSettings};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `ochopod run`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct RunArgs {
+    /// The pod spec (TOML, DESIGN section 9).
+    #[arg(long)]
+    spec: PathBuf,
+    /// Namespace (beats the spec's `[pod] namespace`).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Cluster (beats the spec's `[pod] cluster`).
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Control port (beats the spec's `[pod] port`).
+    #[arg(long)]
+    port: Option<u16>,
+    /// ZooKeeper connection string (beats the spec's `[pod] zk`).
+    #[arg(long)]
+    zk: Option<String>,
+    /// Binding: local, generic, marathon, marathon-ec2, kubernetes, kubernetes-ec2, auto.
+    #[arg(long)]
+    binding: Option<String>,
+    /// Override any spec key: `--set model.damper=2.5`, `--set 'ports."9000"=31000'`
+    /// (the value is TOML; bare words are strings). Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+/// `ochopod render`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct RenderArgs {
+    /// The pod spec.
+    #[arg(long)]
+    spec: PathBuf,
+    /// A saved cluster view (`ochopod info --view FILE POD`), or a control body
+    /// (`{"pods": ..., "dependencies": ..., "key": ...}`).
+    #[arg(long)]
+    view: PathBuf,
+    /// Render as this pod (a key of the view); default: the view's `key`.
+    #[arg(long)]
+    key: Option<String>,
+    /// Write the rendered files under this folder instead of their targets, and print them.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn secs(v: Option<f64>, default: f64) -> Duration {
+    Duration::from_secs_f64(v.unwrap_or(default))
+}
+
+/// Reads the spec with `--set` overrides applied.
+fn load_spec(path: &PathBuf, sets: &[String]) -> Result<Spec, Fail> {
+    if sets.is_empty() {
+        return Spec::load(path).map_err(Fail::usage);
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read spec {}", path.display()))
+        .map_err(Fail::usage)?;
+    let mut doc: toml::Table = toml::from_str(&text)
+        .map_err(|e| Fail::usage(anyhow!("spec {}: {}", path.display(), e.message())))?;
+    for set in sets {
+        let (key, value) = set.split_once('=').ok_or_else(|| {
+            Fail::usage(anyhow!(
+                "--set {set:?}: write KEY=VALUE, e.g. --set model.damper=2"
+            ))
+        })?;
+        let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        let parts: Vec<String> = split_key(key);
+        let (last, path_parts) = parts
+            .split_last()
+            .ok_or_else(|| Fail::usage(anyhow!("--set {set:?}: empty key")))?;
+        let mut table = &mut doc;
+        for p in path_parts {
+            table = table
+                .entry(p.clone())
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .ok_or_else(|| Fail::usage(anyhow!("--set {set:?}: {p} is not a table")))?;
+        }
+        table.insert(last.clone(), value);
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let merged = toml::to_string(&doc).map_err(|e| Fail::usage(anyhow!("--set: {e}")))?;
+    Spec::parse(&merged, &format!("{} (with --set)", path.display()), dir).map_err(Fail::usage)
+}
+
+/// `model.damper` -> [model, damper]; `ports."9000"` -> [ports, 9000].
+fn split_key(key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in key.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.into_iter().filter(|s| !s.is_empty()).collect()
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+}
+
+pub(crate) async fn run(args: RunArgs, env: BTreeMap<String, String>) -> Result<u8, Fail> {
+    let spec = load_spec(&args.spec, &args.sets)?;
+    let p = &spec.pod;
+    let mut explicit = ochopod_bindings::Explicit {
+        binding: args.binding.clone().or_else(|| p.binding.clone()),
+        zk: args
+            .zk
+            .clone()
+            .or_else(|| p.zk.clone())
+            .filter(|z| !z.is_empty()),
+        zk_service: p.zk_service.clone().filter(|z| !z.is_empty()),
+        port: args.port.or(p.port),
+        ..Default::default()
+    };
+    explicit.ports = spec.ports.clone();
+    let start = p
+        .start
+        .or_else(|| env.get("ochopod_start").map(|v| truthy(v)))
+        .unwrap_or(true);
+    let config = PodConfig {
+        namespace: args.namespace.clone().or_else(|| p.namespace.clone()),
+        cluster: args.cluster.clone().or_else(|| p.cluster.clone()),
+        explicit,
+        session_timeout: p.session_timeout.map(Duration::from_secs_f64),
+        zk_auth: p.zk_auth.clone().filter(|a| !a.is_empty()),
+        state_dir: p
+            .state_dir
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .map(|d| spec.path(d)),
+        token: p.token.clone().filter(|t| !t.is_empty()),
+        pipe: spec.process.pipe,
+        binding_options: Default::default(),
+    };
+    let m = &spec.model;
+    let model = ModelSettings {
+        damper: secs(m.damper, 0.0),
+        probe_every: secs(m.probe_every, 60.0),
+        depends_on: m.depends_on.clone().unwrap_or_default(),
+        full_shutdown: m.full_shutdown.unwrap_or(false),
+        sequential: m.sequential.unwrap_or(false),
+        control_timeout: secs(m.control_timeout, 90.0),
+        has_probe: m.probe.as_deref().is_some_and(|c| !c.trim().is_empty()),
+        retry_cap: Duration::from_secs(30),
+    };
+    let pr = &spec.process;
+    let process = ProcessSettings {
+        strict: pr.strict.unwrap_or(false),
+        start,
+        grace: secs(pr.grace, 60.0),
+        soft: pr.soft.unwrap_or(false),
+        checks: pr.checks.unwrap_or(3),
+        check_every: secs(pr.check_every, 60.0),
+        restart_delay: secs(pr.restart_delay, 1.0),
+        restart_delay_max: secs(pr.restart_delay_max, 60.0),
+        stable_after: Duration::from_secs(60),
+        reload_dependencies: spec
+            .hooks
+            .reload
+            .as_deref()
+            .is_some_and(|r| !r.trim().is_empty()),
+        on_give_up: if pr.on_give_up.as_deref() == Some("exit") {
+            GiveUp::Exit
+        } else {
+            GiveUp::Off
+        },
+    };
+    let prepared = Pod::builder()
+        .config(config)
+        .model(model)
+        .process(process)
+        .env(env)
+        .prepare()
+        .await
+        .map_err(|e| match e {
+            ochopod::Error::Settings(_) | ochopod::Error::Binding(_) => Fail::usage(e),
+            other => Fail::from(other),
+        })?;
+    tracing::info!(
+        key = prepared.key(),
+        cluster = %prepared.registration().full_cluster(),
+        binding = %prepared.registration().binding,
+        "starting"
+    );
+    let lifecycle = SpecLifecycle::new(spec, prepared.reaper().clone(), prepared.process_env());
+    let code = prepared.run(lifecycle).await.map_err(|e| match e {
+        ochopod::Error::Settings(_) => Fail::usage(e),
+        other => Fail::from(other),
+    })?;
+    Ok(u8::try_from(code).unwrap_or(1))
+}
+
+pub(crate) async fn render(args: RenderArgs, env: BTreeMap<String, String>) -> Result<u8, Fail> {
+    let mut spec = Spec::load(&args.spec).map_err(Fail::usage)?;
+    let text = std::fs::read_to_string(&args.view)
+        .with_context(|| format!("cannot read view {}", args.view.display()))
+        .map_err(Fail::usage)?;
+    let body: ochopod_core::ControlBody = serde_json::from_str(&text)
+        .with_context(|| {
+            format!(
+                "view {} is not a cluster view (expected {{\"pods\": ..., \"dependencies\": ..., \"key\": ...}})",
+                args.view.display()
+            )
+        })
+        .map_err(Fail::usage)?;
+    let key = args
+        .key
+        .clone()
+        .filter(|k| !k.is_empty())
+        .or_else(|| Some(body.key.clone()).filter(|k| !k.is_empty()))
+        .or_else(|| body.pods.keys().next().cloned())
+        .ok_or_else(|| Fail::usage(anyhow!("the view has no pods to render for")))?;
+    let view = ochopod_core::ClusterView::new(&key, &body).map_err(Fail::usage)?;
+    if let Some(out) = &args.out {
+        for t in &mut spec.templates {
+            let name = std::path::Path::new(&t.target)
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_else(|| "rendered".to_string());
+            t.target = out.join(name).display().to_string();
+        }
+    }
+    let reaper = ochopod::Reaper::install()?;
+    let lifecycle = SpecLifecycle::new(spec.clone(), reaper, env);
+    lifecycle
+        .render_all(&view)
+        .map_err(|e| Fail::usage(anyhow!("{e}")))?;
+    for t in &spec.templates {
+        println!(
+            "rendered {} -> {}",
+            t.source,
+            spec.path(&t.target).display()
+        );
+    }
+    Ok(0)
+}

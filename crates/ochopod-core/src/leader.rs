@@ -1,0 +1,684 @@
+//! The leader's reconfiguration machine (DESIGN section 5), sans IO.
+//!
+//! # Call order
+//!
+//! Create a [`Leader`] when the pod takes the lock, then feed it what ZooKeeper says and what the
+//! pods answer; after every `handle_*` call, drain [`Leader::poll_action`] until it returns
+//! `None`, then arm a timer for [`Leader::poll_timeout`] and call [`Leader::handle_timeout`] when
+//! it fires. Time is always passed in; the machine never reads a clock.
+//!
+//! 1. [`Leader::handle_elected`] once, with the committed hash and the first membership.
+//! 2. [`Leader::handle_members`] and [`Leader::handle_dependency`] on every watch event.
+//! 3. [`Leader::handle_reply`] for every [`LeaderAction::Control`] it asked for (in any order).
+//! 4. [`Leader::handle_commit`] after every [`LeaderAction::Commit`].
+//! 5. [`Leader::handle_probe`] after every [`LeaderAction::Probe`].
+//! 6. [`Leader::handle_connection`] when the ZooKeeper session disconnects or comes back.
+//!
+//! When leadership is lost, drop the machine: it holds no state worth keeping.
+
+use crate::deps::DependencyPattern;
+use crate::hash::config_hash;
+use crate::settings::ModelSettings;
+use crate::wire::{ControlBody, Dependencies, Pods, RoundReport, Task};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the leader asks the runtime to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LeaderAction {
+    /// Send `task` to pod `key`; answer with [`Leader::handle_reply`] (except for `ok`, which is
+    /// fire and forget: its answer may be fed back or not, it is only logged).
+    Control {
+        /// The round this request belongs to.
+        round: u64,
+        /// `check`, `off`, `on` or `ok`.
+        task: Task,
+        /// The receiving pod's key.
+        key: String,
+        /// The body, shared by every request of this step; the runtime sets `key` per pod.
+        body: Arc<ControlBody>,
+        /// The whole-second timeout for the URL (`/control/<task>/<secs>`).
+        timeout_secs: u64,
+        /// The HTTP request timeout (1.25 x `control_timeout`).
+        request_timeout: Duration,
+    },
+    /// Write `snapshot` then `hash` with fenced writes; answer with [`Leader::handle_commit`].
+    Commit {
+        /// The round being committed.
+        round: u64,
+        /// The new configuration hash.
+        hash: String,
+        /// The pods that accepted `on`.
+        snapshot: Pods,
+    },
+    /// Rewrite the ephemeral `snapshot` (a new leader whose committed hash still matches).
+    WriteSnapshot {
+        /// The live pods, which are the pods of the committed configuration.
+        snapshot: Pods,
+    },
+    /// Run the cluster probe; answer with [`Leader::handle_probe`].
+    Probe {
+        /// The current view of the cluster (key empty).
+        body: Arc<ControlBody>,
+    },
+    /// A round ended (committed or aborted): for `/info`, metrics and logs.
+    RoundEnded(RoundReport),
+}
+
+/// A pod's answer to a control request, as the runtime saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// An HTTP status code (and the error text of the body, if any).
+    Status(u16, String),
+    /// No answer: connection refused, timeout, ...
+    Failed(String),
+}
+
+/// What the leader knows of one cluster its dependencies match.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct DepCluster {
+    /// The last snapshot seen (kept as "no news" while the snapshot node is missing).
+    pods: Pods,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Phase {
+    /// The committed hash matches the cluster.
+    Clean,
+    /// Something changed: configure at `deadline`.
+    Pending { deadline: Instant },
+    /// The last round failed: retry at `deadline`.
+    Backoff { deadline: Instant },
+    /// A round is under way.
+    Round(Round),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Round {
+    id: u64,
+    started: Instant,
+    task: Task,
+    members: Pods,
+    dependencies: Dependencies,
+    /// Pods of the current step still to answer.
+    waiting: BTreeSet<String>,
+    /// Sequential mode: pods of the current step not yet asked, in key order.
+    queue: VecDeque<String>,
+    answers: BTreeMap<String, String>,
+    /// Set once `on` succeeded and the commit was asked for.
+    committing: Option<String>,
+}
+
+/// The leader's reconfiguration machine for one cluster. See the module docs for the call order.
+#[derive(Debug)]
+pub struct Leader {
+    settings: ModelSettings,
+    cluster: String,
+    patterns: Vec<DependencyPattern>,
+    members: Pods,
+    dep_clusters: BTreeMap<String, DepCluster>,
+    dead: BTreeSet<String>,
+    committed: Option<String>,
+    phase: Phase,
+    connected: bool,
+    elected: bool,
+    rounds: u64,
+    failures: u32,
+    actions: VecDeque<LeaderAction>,
+    status: String,
+    next_probe: Option<Instant>,
+    probing: bool,
+    last_failure: Option<String>,
+    dirty_since: Option<Instant>,
+}
+
+impl Leader {
+    /// A leader for cluster `cluster` (`ns.cl`) with resolved dependency patterns.
+    pub fn new(settings: ModelSettings, cluster: &str, patterns: Vec<DependencyPattern>) -> Self {
+        Leader {
+            settings,
+            cluster: cluster.to_string(),
+            patterns,
+            members: Pods::new(),
+            dep_clusters: BTreeMap::new(),
+            dead: BTreeSet::new(),
+            committed: None,
+            phase: Phase::Clean,
+            connected: true,
+            elected: false,
+            rounds: 0,
+            failures: 0,
+            actions: VecDeque::new(),
+            status: String::new(),
+            next_probe: None,
+            probing: false,
+            last_failure: None,
+            dirty_since: None,
+        }
+    }
+
+    /// Leadership starts: the committed hash read from `P/hash`, whether `P/snapshot` exists, the
+    /// current members and the snapshots of every matching dependency cluster.
+    pub fn handle_elected(
+        &mut self,
+        now: Instant,
+        committed_hash: Option<String>,
+        members: Pods,
+        dependencies: Vec<(String, Option<Pods>, bool)>,
+    ) {
+        self.elected = true;
+        self.committed = committed_hash;
+        self.members = members;
+        for (cluster, snapshot, has_pods) in dependencies {
+            self.apply_dependency(&cluster, snapshot, has_pods);
+        }
+        let hash = self.current_hash();
+        if self.committed.as_deref() == Some(hash.as_str()) {
+            // The cluster is as the previous leader left it: restore the ephemeral snapshot.
+            self.actions.push_back(LeaderAction::WriteSnapshot {
+                snapshot: self.live_members(),
+            });
+        }
+        self.evaluate(now);
+    }
+
+    /// The membership of `P/pods` changed; `members` is the whole new set.
+    pub fn handle_members(&mut self, now: Instant, members: Pods) {
+        self.members = members;
+        // A dead pod whose node is gone is forgotten: if it comes back (same key, from a
+        // `state_dir`), it is a new process and gets configured again.
+        let members = &self.members;
+        self.dead.retain(|k| members.contains_key(k));
+        self.evaluate(now);
+    }
+
+    /// A matching dependency cluster changed: its snapshot (`None` when the node is missing)
+    /// and whether it still has registered pods.
+    pub fn handle_dependency(
+        &mut self,
+        now: Instant,
+        cluster: &str,
+        snapshot: Option<Pods>,
+        has_pods: bool,
+    ) {
+        self.apply_dependency(cluster, snapshot, has_pods);
+        self.evaluate(now);
+    }
+
+    /// The ZooKeeper session disconnected (`false`) or came back (`true`). While disconnected
+    /// no round starts and none commits; a round under way is aborted.
+    pub fn handle_connection(&mut self, now: Instant, connected: bool) {
+        self.connected = connected;
+        if !connected {
+            if let Phase::Round(_) = self.phase {
+                self.abort(
+                    now,
+                    "ZooKeeper connection lost during the round".to_string(),
+                );
+            }
+        } else {
+            self.evaluate(now);
+        }
+    }
+
+    /// A pod answered (or failed to answer) a control request of round `round`.
+    pub fn handle_reply(&mut self, now: Instant, round: u64, key: &str, reply: Reply) {
+        let Phase::Round(r) = &mut self.phase else {
+            return;
+        };
+        if r.id != round || r.committing.is_some() || !r.waiting.remove(key) {
+            return;
+        }
+        let task = r.task;
+        let text = match &reply {
+            Reply::Status(code, msg) if msg.is_empty() => format!("{task} {code}"),
+            Reply::Status(code, msg) => format!("{task} {code}: {msg}"),
+            Reply::Failed(msg) => format!("{task} failed: {msg}"),
+        };
+        r.answers.insert(key.to_string(), text.clone());
+        match reply {
+            Reply::Status(200, _) => {}
+            Reply::Status(410, _) => {
+                // The pod is dead: drop it and remember it while leading.
+                self.dead.insert(key.to_string());
+                r.members.remove(key);
+                if task == Task::On {
+                    // Every other pod was just configured with it: configure them again.
+                    let why = format!("pod {key} is dead (410) during on");
+                    self.abort(now, why);
+                    return;
+                }
+            }
+            _ => {
+                self.abort(now, format!("pod {key}: {text}"));
+                return;
+            }
+        }
+        self.advance();
+    }
+
+    /// The commit of round `round` landed (`Ok`) or failed.
+    pub fn handle_commit(&mut self, now: Instant, round: u64, result: Result<(), String>) {
+        let Phase::Round(r) = &self.phase else {
+            return;
+        };
+        if r.id != round || r.committing.is_none() {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                let r = match std::mem::replace(&mut self.phase, Phase::Clean) {
+                    Phase::Round(r) => r,
+                    _ => unreachable!("checked above"),
+                };
+                self.committed = r.committing.clone();
+                self.failures = 0;
+                self.last_failure = None;
+                self.actions
+                    .push_back(LeaderAction::RoundEnded(RoundReport {
+                        started_ms: 0,
+                        duration_ms: millis(now.saturating_duration_since(r.started)),
+                        outcome: "ok".to_string(),
+                        answers: r.answers,
+                    }));
+                self.next_probe = Some(now);
+                self.evaluate(now);
+            }
+            Err(e) => self.abort(now, format!("commit failed: {e}")),
+        }
+    }
+
+    /// The cluster probe answered: `Ok(status)` or `Err(message)`.
+    pub fn handle_probe(&mut self, now: Instant, result: Result<String, String>) {
+        self.probing = false;
+        self.status = match result {
+            Ok(s) => s.trim().to_string(),
+            Err(e) => format!("* {}", e.trim()),
+        };
+        self.next_probe = Some(now + self.settings.probe_every);
+    }
+
+    /// A timer fired (call it whenever `now >= poll_timeout()`, spurious calls are fine).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Pending { deadline } | Phase::Backoff { deadline } if now >= deadline => {
+                self.start_round(now);
+            }
+            _ => {}
+        }
+        if self.probe_due(now) {
+            self.probing = true;
+            self.next_probe = None;
+            self.actions.push_back(LeaderAction::Probe {
+                body: Arc::new(ControlBody {
+                    pods: self.live_members(),
+                    dependencies: self.dependency_views(),
+                    key: String::new(),
+                }),
+            });
+        }
+    }
+
+    /// The next action to carry out, one at a time.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<LeaderAction> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Leader::handle_timeout`] must be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let phase = match self.phase {
+            Phase::Pending { deadline } | Phase::Backoff { deadline } if self.connected => {
+                Some(deadline)
+            }
+            _ => None,
+        };
+        // Same conditions as `probe_due` (connected included): a deadline that `handle_timeout`
+        // would not act on is a busy loop for the runtime.
+        let probe = if self.probe_enabled()
+            && self.connected
+            && matches!(self.phase, Phase::Clean)
+            && !self.probing
+        {
+            self.next_probe
+        } else {
+            None
+        };
+        match (phase, probe) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// `leader`, `leader (configuration pending)`, `leader (configuring)`, ...
+    pub fn state(&self) -> &'static str {
+        match (&self.phase, self.connected) {
+            (_, false) => "leader (suspended: ZooKeeper disconnected)",
+            (Phase::Clean, _) => "leader",
+            (Phase::Pending { .. }, _) => "leader (configuration pending)",
+            (Phase::Backoff { .. }, _) => "leader (retrying)",
+            (Phase::Round(_), _) => "leader (configuring)",
+        }
+    }
+
+    /// The `status` string of `/info`: the probe's result, or the pending countdown.
+    pub fn status(&self, now: Instant) -> String {
+        match &self.phase {
+            Phase::Pending { deadline } | Phase::Backoff { deadline } => {
+                let left = deadline.saturating_duration_since(now).as_secs_f64();
+                format!("configuration in {left:.1} s")
+            }
+            Phase::Round(_) => "configuring".to_string(),
+            Phase::Clean => self.status.clone(),
+        }
+    }
+
+    /// Since when the cluster differs from its committed configuration (`None` while clean).
+    pub fn dirty_since(&self) -> Option<Instant> {
+        self.dirty_since
+    }
+
+    /// Why the last round failed, while the leader retries.
+    pub fn round_failure(&self) -> Option<&str> {
+        self.last_failure.as_deref()
+    }
+
+    /// The hash last committed (read at election or written since).
+    pub fn committed_hash(&self) -> Option<&str> {
+        self.committed.as_deref()
+    }
+
+    /// Pods found dead (410) while leading.
+    pub fn dead(&self) -> &BTreeSet<String> {
+        &self.dead
+    }
+
+    /// The hash of the cluster as it is now (live members and dependency views).
+    pub fn current_hash(&self) -> String {
+        config_hash(&self.members, &self.dead, &self.dependency_views())
+    }
+
+    /// The view of every dependency, by name as written: the union of its matching clusters.
+    pub fn dependency_views(&self) -> Dependencies {
+        let mut out = Dependencies::new();
+        for pattern in &self.patterns {
+            let view = out.entry(pattern.name.clone()).or_default();
+            for (cluster, dep) in &self.dep_clusters {
+                if pattern.matches(cluster, &self.cluster) {
+                    view.extend(dep.pods.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+            }
+        }
+        out
+    }
+
+    fn apply_dependency(&mut self, cluster: &str, snapshot: Option<Pods>, has_pods: bool) {
+        if !self
+            .patterns
+            .iter()
+            .any(|p| p.matches(cluster, &self.cluster))
+        {
+            return;
+        }
+        match (snapshot, has_pods) {
+            (Some(pods), _) => {
+                self.dep_clusters
+                    .insert(cluster.to_string(), DepCluster { pods });
+            }
+            // No snapshot while the cluster still has pods: no news, keep the last view.
+            (None, true) => {
+                self.dep_clusters.entry(cluster.to_string()).or_default();
+            }
+            // No snapshot and no pods: the cluster is gone.
+            (None, false) => {
+                self.dep_clusters.remove(cluster);
+            }
+        }
+    }
+
+    fn live_members(&self) -> Pods {
+        self.members
+            .iter()
+            .filter(|(k, _)| !self.dead.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn probe_enabled(&self) -> bool {
+        self.settings.has_probe && !self.settings.probe_every.is_zero()
+    }
+
+    fn probe_due(&self, now: Instant) -> bool {
+        self.probe_enabled()
+            && self.connected
+            && !self.probing
+            && matches!(self.phase, Phase::Clean)
+            && self.next_probe.is_some_and(|t| now >= t)
+    }
+
+    /// Compares the current hash with the committed one and moves between clean and pending.
+    fn evaluate(&mut self, now: Instant) {
+        if !self.elected {
+            return;
+        }
+        let dirty = self.committed.as_deref() != Some(self.current_hash().as_str());
+        match (&self.phase, dirty) {
+            (Phase::Round(_), _) => {} // re-evaluated when the round ends
+            (Phase::Clean, true) => {
+                self.phase = Phase::Pending {
+                    deadline: now + self.settings.damper,
+                };
+            }
+            // Back to the committed value before the damper ran out: nothing restarts.
+            (Phase::Pending { .. }, false) | (Phase::Backoff { .. }, false) => {
+                self.phase = Phase::Clean;
+                self.failures = 0;
+                self.last_failure = None;
+                if self.next_probe.is_none() {
+                    self.next_probe = Some(now);
+                }
+            }
+            (Phase::Clean, false) => {
+                if self.next_probe.is_none() && !self.probing {
+                    self.next_probe = Some(now);
+                }
+            }
+            (Phase::Pending { .. }, true) | (Phase::Backoff { .. }, true) => {}
+        }
+        match self.phase {
+            Phase::Clean => self.dirty_since = None,
+            _ => {
+                self.dirty_since.get_or_insert(now);
+            }
+        }
+        if self.connected {
+            self.handle_timeout(now);
+        }
+    }
+
+    fn start_round(&mut self, now: Instant) {
+        if !self.connected {
+            return;
+        }
+        self.rounds += 1;
+        let members = self.live_members();
+        let mut round = Round {
+            id: self.rounds,
+            started: now,
+            task: Task::Check,
+            members,
+            dependencies: self.dependency_views(),
+            waiting: BTreeSet::new(),
+            queue: VecDeque::new(),
+            answers: BTreeMap::new(),
+            committing: None,
+        };
+        self.begin_step(&mut round, Task::Check);
+        self.phase = Phase::Round(round);
+        self.advance();
+    }
+
+    /// Queues the requests of step `task` for every member of the round.
+    fn begin_step(&mut self, round: &mut Round, task: Task) {
+        round.task = task;
+        round.queue = round.members.keys().cloned().collect();
+        round.waiting.clear();
+    }
+
+    /// Sends what can be sent, and moves to the next step when the current one is done.
+    fn advance(&mut self) {
+        loop {
+            let Phase::Round(mut round) = std::mem::replace(&mut self.phase, Phase::Clean) else {
+                return;
+            };
+            // Send: everything at once, or one at a time in sequential mode.
+            if !round.queue.is_empty() && (!self.settings.sequential || round.waiting.is_empty()) {
+                let body = Arc::new(ControlBody {
+                    pods: round.members.clone(),
+                    dependencies: round.dependencies.clone(),
+                    key: String::new(),
+                });
+                while let Some(key) = round.queue.pop_front() {
+                    if !round.members.contains_key(&key) {
+                        continue;
+                    }
+                    round.waiting.insert(key.clone());
+                    self.actions
+                        .push_back(self.control(round.id, round.task, key, &body));
+                    if self.settings.sequential {
+                        break;
+                    }
+                }
+            }
+            if !round.waiting.is_empty() || !round.queue.is_empty() {
+                self.phase = Phase::Round(round);
+                return;
+            }
+            // The step is complete: every remaining member answered 200.
+            let next = match round.task {
+                Task::Check if self.settings.full_shutdown => Task::Off,
+                Task::Check | Task::Off => Task::On,
+                _ => Task::Ok,
+            };
+            if next == Task::Ok {
+                let body = Arc::new(ControlBody {
+                    pods: round.members.clone(),
+                    dependencies: round.dependencies.clone(),
+                    key: String::new(),
+                });
+                for key in round.members.keys() {
+                    self.actions
+                        .push_back(self.control(round.id, Task::Ok, key.clone(), &body));
+                }
+                let hash = config_hash(&round.members, &BTreeSet::new(), &round.dependencies);
+                round.task = Task::Ok;
+                round.committing = Some(hash.clone());
+                self.actions.push_back(LeaderAction::Commit {
+                    round: round.id,
+                    hash,
+                    snapshot: round.members.clone(),
+                });
+                self.phase = Phase::Round(round);
+                return;
+            }
+            self.begin_step(&mut round, next);
+            self.phase = Phase::Round(round);
+        }
+    }
+
+    fn control(
+        &self,
+        round: u64,
+        task: Task,
+        key: String,
+        body: &Arc<ControlBody>,
+    ) -> LeaderAction {
+        LeaderAction::Control {
+            round,
+            task,
+            key,
+            body: Arc::clone(body),
+            timeout_secs: self.settings.control_timeout.as_secs_f64().ceil() as u64,
+            request_timeout: self.settings.request_timeout(),
+        }
+    }
+
+    fn abort(&mut self, now: Instant, why: String) {
+        if let Phase::Round(r) = std::mem::replace(&mut self.phase, Phase::Clean) {
+            let mut answers = r.answers;
+            for key in r.waiting {
+                answers
+                    .entry(key)
+                    .or_insert_with(|| format!("{} abandoned", r.task));
+            }
+            self.actions
+                .push_back(LeaderAction::RoundEnded(RoundReport {
+                    started_ms: 0,
+                    duration_ms: millis(now.saturating_duration_since(r.started)),
+                    outcome: why.clone(),
+                    answers,
+                }));
+        }
+        self.failures += 1;
+        let exp = self.failures.saturating_sub(1).min(16);
+        let delay = self
+            .settings
+            .retry_base()
+            .saturating_mul(1u32 << exp)
+            .min(self.settings.retry_cap.max(self.settings.retry_base()));
+        self.last_failure = Some(why);
+        self.phase = Phase::Backoff {
+            deadline: now + delay,
+        };
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Registration;
+
+    fn pods(keys: &[&str]) -> Pods {
+        keys.iter()
+            .map(|k| {
+                let reg = Registration {
+                    cluster: "web".into(),
+                    namespace: "demo".into(),
+                    ip: "127.0.0.1".into(),
+                    port: "8080".into(),
+                    ..Default::default()
+                };
+                (k.to_string(), reg)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dirty_since_spans_pending_and_round_and_clears_on_commit() {
+        let t0 = Instant::now();
+        let settings = ModelSettings {
+            damper: Duration::from_secs(30),
+            ..Default::default()
+        };
+        let mut l = Leader::new(settings, "demo.web", Vec::new());
+        l.handle_elected(t0, None, pods(&["a"]), Vec::new());
+        assert_eq!(l.dirty_since(), Some(t0));
+        let t1 = t0 + Duration::from_secs(30);
+        l.handle_timeout(t1);
+        assert_eq!(l.dirty_since(), Some(t0), "still dirty while configuring");
+        let round = match l.poll_action() {
+            Some(LeaderAction::Control { round, .. }) => round,
+            other => panic!("expected check, got {other:?}"),
+        };
+        l.handle_reply(t1, round, "a", Reply::Status(200, String::new()));
+        l.handle_reply(t1, round, "a", Reply::Status(200, String::new()));
+        l.handle_commit(t1, round, Ok(()));
+        assert_eq!(l.dirty_since(), None, "clean after the commit");
+    }
+}

@@ -1,0 +1,851 @@
+//! The pod's lifecycle machine (DESIGN section 6), sans IO.
+//!
+//! It decides what the pod does with each control request and when its timers fire (restart
+//! backoff, sanity-check schedule, tear-down grace, circuit breaker); the runtime carries out the
+//! actions (run a hook, render and configure, spawn, signal) and feeds the results back.
+//!
+//! # Call order
+//!
+//! 1. [`PodMachine::handle_control`] for every control request, in arrival order (the machine
+//!    queues them and runs one at a time).
+//! 2. Drain [`PodMachine::poll_action`]; for each action that expects an answer, call
+//!    [`PodMachine::handle_result`] once it is done (actions are strictly one at a time: the
+//!    machine never asks for a second step before the first one's result).
+//! 3. [`PodMachine::handle_exit`] whenever the sub-process exits.
+//! 4. Arm a timer for [`PodMachine::poll_timeout`]; call [`PodMachine::handle_timeout`] then.
+
+use crate::settings::{GiveUp, ProcessSettings};
+use crate::view::ClusterView;
+use crate::wire::{ControlBody, Dependencies, Epoch, Task};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The process state shown in `/info` as `process`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Process {
+    /// Idle: not configured yet, or turned off.
+    Stopped,
+    /// Configured and meant to run (it may be between two restarts of a crash loop).
+    Running,
+    /// Being torn down.
+    Terminating,
+    /// Killed or failed to configure: the agent answers, control requests get 410.
+    Dead,
+}
+
+impl Process {
+    /// `stopped`, `running`, `terminating` or `dead`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Process::Stopped => "stopped",
+            Process::Running => "running",
+            Process::Terminating => "terminating",
+            Process::Dead => "dead",
+        }
+    }
+}
+
+/// The user hooks of DESIGN section 6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// Once, before the first configuration.
+    Initialize,
+    /// `check`: may the pod be configured now?
+    CanConfigure,
+    /// `ok`: the round succeeded.
+    Configured,
+    /// A non-strict pod was given a new view while running: re-render, reload if changed.
+    Reload,
+    /// `kill`, or a clean exit: last words.
+    Finalize,
+    /// `signal`: its JSON result is the response.
+    Signal,
+    /// The periodic sanity check; may return metrics (a JSON object).
+    SanityCheck,
+}
+
+/// What the pod machine asks the runtime to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PodAction {
+    /// Answer control request `id`.
+    Reply {
+        /// The id given to [`PodMachine::handle_control`].
+        id: u64,
+        /// HTTP status code.
+        code: u16,
+        /// JSON body.
+        body: Value,
+    },
+    /// Run a hook; answer with [`StepResult::Hook`].
+    Hook {
+        /// Which hook.
+        hook: Hook,
+        /// The cluster view, for hooks that get one.
+        view: Option<Arc<ClusterView>>,
+        /// Extra input (the request body for `signal`).
+        input: Value,
+    },
+    /// Render templates and compute the command (`configure`); answer with
+    /// [`StepResult::Configured`].
+    Configure {
+        /// The view to configure with.
+        view: Arc<ClusterView>,
+    },
+    /// Start the configured process; answer with [`StepResult::Spawned`].
+    Spawn,
+    /// Begin the tear-down (the `tear_down` hook, or SIGTERM to the process group). The exit
+    /// comes back through [`PodMachine::handle_exit`].
+    Terminate,
+    /// SIGKILL the process group (the grace ran out).
+    Kill,
+    /// The circuit breaker tripped with `on_give_up = "exit"`: leave the cluster and exit
+    /// the agent with this code.
+    Exit {
+        /// Exit code for the agent.
+        code: i32,
+    },
+}
+
+/// The result of a step the machine asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepResult {
+    /// A hook ended: its JSON output (Null when none) or its failure.
+    Hook(Result<Value, String>),
+    /// `configure` ended.
+    Configured(Result<(), String>),
+    /// `spawn` ended: the pid, or why it failed.
+    Spawned(Result<u32, String>),
+}
+
+/// A control request as the pod machine sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlRequest {
+    /// Runtime-chosen id, echoed in the [`PodAction::Reply`].
+    pub id: u64,
+    /// The task.
+    pub task: Task,
+    /// The leader's epoch, when the request carries one.
+    pub epoch: Option<Epoch>,
+    /// The request body (Null when empty).
+    pub body: Value,
+    /// Drop the request (answer 408) if it has not started by then.
+    pub deadline: Option<Instant>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Step {
+    Initialize,
+    Hook,
+    Reload,
+    Stop,
+    Configure,
+    Spawn,
+    Finalize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Op {
+    Idle,
+    /// A control request under way.
+    Task {
+        req: ControlRequest,
+        step: Step,
+        view: Option<Arc<ClusterView>>,
+    },
+    /// A periodic sanity check.
+    Check,
+    /// A restart after a crash.
+    Restart,
+    /// The circuit breaker is turning the process off.
+    BreakerOff,
+    /// The process exited 0: finalize, then dead.
+    Finish,
+}
+
+/// The pod's lifecycle machine. See the module docs for the call order.
+#[derive(Debug)]
+pub struct PodMachine {
+    settings: ProcessSettings,
+    key: String,
+    process: Process,
+    op: Op,
+    queue: VecDeque<ControlRequest>,
+    actions: VecDeque<PodAction>,
+    initialized: bool,
+    configured: bool,
+    ever_started: bool,
+    pid: Option<u32>,
+    epoch: Option<Epoch>,
+    last_deps: Option<Dependencies>,
+    started_at: Option<Instant>,
+    crash_streak: u32,
+    restart_at: Option<Instant>,
+    next_check: Option<Instant>,
+    exited_since_check: bool,
+    failed_checks: u32,
+    kill_at: Option<Instant>,
+    metrics: Value,
+    last_failure: Option<String>,
+    restarts: u64,
+    sanity_failures: u64,
+}
+
+impl PodMachine {
+    /// A stopped pod with key `key`.
+    pub fn new(settings: ProcessSettings, key: &str) -> Self {
+        PodMachine {
+            settings,
+            key: key.to_string(),
+            process: Process::Stopped,
+            op: Op::Idle,
+            queue: VecDeque::new(),
+            actions: VecDeque::new(),
+            initialized: false,
+            configured: false,
+            ever_started: false,
+            pid: None,
+            epoch: None,
+            last_deps: None,
+            started_at: None,
+            crash_streak: 0,
+            restart_at: None,
+            next_check: None,
+            exited_since_check: false,
+            failed_checks: 0,
+            kill_at: None,
+            metrics: Value::Null,
+            last_failure: None,
+            restarts: 0,
+            sanity_failures: 0,
+        }
+    }
+
+    /// The process state.
+    pub fn process(&self) -> Process {
+        self.process
+    }
+
+    /// The sub-process's pid while it is alive.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// The highest leader epoch this pod obeyed.
+    pub fn epoch(&self) -> Option<Epoch> {
+        self.epoch
+    }
+
+    /// Failed sanity checks in a row.
+    pub fn failed_checks(&self) -> u32 {
+        self.failed_checks
+    }
+
+    /// The last failure (crash, sanity check, configure), if any.
+    pub fn last_failure(&self) -> Option<&str> {
+        self.last_failure.as_deref()
+    }
+
+    /// Metrics returned by the last successful sanity check.
+    pub fn metrics(&self) -> &Value {
+        &self.metrics
+    }
+
+    /// Restarts after a crash since the agent started.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    /// Failed sanity checks since the agent started.
+    pub fn sanity_failures(&self) -> u64 {
+        self.sanity_failures
+    }
+
+    /// Configured and the process alive (`/readyz`).
+    pub fn ready(&self) -> bool {
+        self.configured && self.process == Process::Running && self.pid.is_some()
+    }
+
+    /// The pod registered again after a session expiry: forget the remembered epoch (an
+    /// ensemble rebuilt from scratch restarts its counters).
+    pub fn reset_epoch(&mut self) {
+        self.epoch = None;
+    }
+
+    /// A control request arrived. It runs when the requests before it are done.
+    pub fn handle_control(&mut self, now: Instant, req: ControlRequest) {
+        self.queue.push_back(req);
+        self.pump(now);
+    }
+
+    /// The step the machine asked for ended.
+    pub fn handle_result(&mut self, now: Instant, result: StepResult) {
+        match std::mem::replace(&mut self.op, Op::Idle) {
+            Op::Idle => {}
+            Op::Check => {
+                let outcome = match result {
+                    // A crash while the check ran fails it, whatever the hook said.
+                    StepResult::Hook(_) if self.exited_since_check => {
+                        Err(self.last_failure.clone().unwrap_or_default())
+                    }
+                    StepResult::Hook(r) => r,
+                    _ => Err("unexpected result for a sanity check".to_string()),
+                };
+                self.check_done(now, outcome);
+            }
+            Op::Restart => match result {
+                StepResult::Spawned(Ok(pid)) => self.started(now, pid),
+                StepResult::Spawned(Err(e)) => self.crashed(now, format!("restart failed: {e}")),
+                _ => {}
+            },
+            Op::BreakerOff => {}
+            Op::Finish => {
+                self.process = Process::Dead;
+                self.configured = false;
+            }
+            Op::Task { req, step, view } => self.task_step_done(now, req, step, view, result),
+        }
+        self.pump(now);
+    }
+
+    /// The sub-process `pid` exited with `code` (`None`: killed by a signal).
+    pub fn handle_exit(&mut self, now: Instant, pid: u32, code: Option<i32>) {
+        if self.pid != Some(pid) {
+            return;
+        }
+        self.pid = None;
+        self.kill_at = None;
+        match &self.op {
+            Op::Task {
+                step: Step::Stop, ..
+            } => {
+                let Op::Task { req, view, .. } = std::mem::replace(&mut self.op, Op::Idle) else {
+                    unreachable!("matched above");
+                };
+                self.process = Process::Stopped;
+                self.continue_after_stop(now, req, view);
+            }
+            Op::BreakerOff => {
+                self.op = Op::Idle;
+                self.process = Process::Stopped;
+            }
+            _ if self.process == Process::Terminating => {
+                self.process = Process::Stopped;
+            }
+            _ => {
+                if code == Some(0) {
+                    self.last_failure = Some("process exited with code 0: the pod finishes".into());
+                    self.restart_at = None;
+                    self.next_check = None;
+                    if self.op == Op::Idle {
+                        self.finish();
+                    } else {
+                        // Finish once the step under way is done.
+                        self.restart_at = None;
+                        self.process = Process::Stopped;
+                        self.queue.push_front(ControlRequest {
+                            id: u64::MAX,
+                            task: Task::Kill,
+                            epoch: None,
+                            body: Value::Null,
+                            deadline: None,
+                        });
+                    }
+                } else {
+                    let why = match code {
+                        Some(c) => format!("process exited with code {c}"),
+                        None => "process killed by a signal".to_string(),
+                    };
+                    self.crashed(now, why);
+                }
+            }
+        }
+        self.pump(now);
+    }
+
+    /// A timer fired (spurious calls are fine).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(t) = self.kill_at {
+            if now >= t && self.pid.is_some() {
+                self.kill_at = None;
+                if self.settings.soft {
+                    // Soft: leave the process alone after the grace.
+                    self.pid = None;
+                    self.last_failure =
+                        Some("tear-down grace ran out; process left running (soft)".into());
+                    self.handle_exit_soft(now);
+                } else {
+                    self.actions.push_back(PodAction::Kill);
+                }
+            }
+        }
+        // Queued requests whose deadline passed while another step ran: answer 408 now and drop
+        // them (never run late). Left queued, their deadline would stay in `poll_timeout` and
+        // the runtime would wake up at once, again and again, until the step ends.
+        let (expired, waiting): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|req| req.deadline.is_some_and(|d| now >= d));
+        self.queue = waiting;
+        for req in expired {
+            let msg = format!("{} timed out before it started; dropped", req.task);
+            self.error(req.id, 408, msg);
+        }
+        self.pump(now);
+    }
+
+    /// The next action, one at a time.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<PodAction> {
+        self.actions.pop_front()
+    }
+
+    /// When [`PodMachine::handle_timeout`] must be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = self.kill_at;
+        let mut consider = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        if self.op == Op::Idle && self.process == Process::Running {
+            consider(self.restart_at);
+            consider(self.next_check);
+        }
+        for req in &self.queue {
+            consider(req.deadline);
+        }
+        t
+    }
+
+    fn handle_exit_soft(&mut self, now: Instant) {
+        let op = std::mem::replace(&mut self.op, Op::Idle);
+        match op {
+            Op::Task {
+                req,
+                step: Step::Stop,
+                view,
+            } => {
+                self.process = Process::Stopped;
+                self.continue_after_stop(now, req, view);
+            }
+            Op::BreakerOff => self.process = Process::Stopped,
+            other => {
+                self.op = other;
+                if self.process == Process::Terminating {
+                    self.process = Process::Stopped;
+                }
+            }
+        }
+    }
+
+    /// Starts the next queued request, or a due timer, when nothing is under way.
+    fn pump(&mut self, now: Instant) {
+        while self.op == Op::Idle {
+            if let Some(req) = self.queue.pop_front() {
+                self.start_task(now, req);
+                continue;
+            }
+            if self.process != Process::Running {
+                return;
+            }
+            if self.restart_at.is_some_and(|t| now >= t) && self.pid.is_none() {
+                self.restart_at = None;
+                self.restarts += 1;
+                self.op = Op::Restart;
+                self.actions.push_back(PodAction::Spawn);
+                return;
+            }
+            if self.next_check.is_some_and(|t| now >= t) {
+                self.next_check = Some(now + self.settings.check_every);
+                if self.exited_since_check {
+                    // A crash since the last check fails this one (at most one per period).
+                    self.check_done(now, Err(self.last_failure.clone().unwrap_or_default()));
+                    continue;
+                }
+                if self.pid.is_none() {
+                    return;
+                }
+                self.op = Op::Check;
+                self.actions.push_back(PodAction::Hook {
+                    hook: Hook::SanityCheck,
+                    view: None,
+                    input: Value::Null,
+                });
+            }
+            return;
+        }
+    }
+
+    fn reply(&mut self, id: u64, code: u16, body: Value) {
+        if id != u64::MAX {
+            self.actions.push_back(PodAction::Reply { id, code, body });
+        }
+    }
+
+    fn error(&mut self, id: u64, code: u16, msg: String) {
+        self.reply(id, code, json!({ "error": msg }));
+    }
+
+    fn start_task(&mut self, now: Instant, req: ControlRequest) {
+        if req.deadline.is_some_and(|d| now >= d) {
+            // Timed out (408) before it started: dropped, never run late.
+            let msg = format!("{} timed out before it started; dropped", req.task);
+            return self.error(req.id, 408, msg);
+        }
+        if let (Some(e), Some(kept)) = (req.epoch, self.epoch) {
+            if e < kept {
+                let msg = format!("stale leader epoch {e}: this pod obeys epoch {kept} or newer");
+                return self.error(req.id, 409, msg);
+            }
+        }
+        if self.process == Process::Dead {
+            return self.error(req.id, 410, "this pod is dead".to_string());
+        }
+        if let Some(e) = req.epoch {
+            self.epoch = Some(self.epoch.map_or(e, |k| k.max(e)));
+        }
+        let view = match req.task {
+            Task::Check | Task::On | Task::Ok => {
+                let body: ControlBody = match serde_json::from_value(req.body.clone()) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let msg = format!(
+                            "bad control body for {}: {e} (send the cluster view: {{\"pods\": {{key: registration}}, \"dependencies\": {{}}, \"key\": \"<this pod's key>\"}}; `ochopod {}` builds it)",
+                            req.task, req.task
+                        );
+                        return self.error(req.id, 400, msg);
+                    }
+                };
+                match ClusterView::new(&self.key, &body) {
+                    Ok(v) => Some(Arc::new(v)),
+                    Err(e) => return self.error(req.id, 400, e.to_string()),
+                }
+            }
+            _ => None,
+        };
+        match req.task {
+            Task::Check => self.run_hook(req, Hook::CanConfigure, view, Value::Null),
+            Task::Ok => self.run_hook(req, Hook::Configured, view, Value::Null),
+            Task::Signal => {
+                let input = req.body.clone();
+                self.run_hook(req, Hook::Signal, None, input)
+            }
+            Task::On => {
+                if !self.initialized {
+                    self.op = Op::Task {
+                        req,
+                        step: Step::Initialize,
+                        view: view.clone(),
+                    };
+                    self.actions.push_back(PodAction::Hook {
+                        hook: Hook::Initialize,
+                        view,
+                        input: Value::Null,
+                    });
+                } else {
+                    self.on_initialized(now, req, view);
+                }
+            }
+            Task::Off | Task::Kill => self.stop_then(now, req, None),
+        }
+    }
+
+    fn run_hook(
+        &mut self,
+        req: ControlRequest,
+        hook: Hook,
+        view: Option<Arc<ClusterView>>,
+        input: Value,
+    ) {
+        self.op = Op::Task {
+            req,
+            step: Step::Hook,
+            view: view.clone(),
+        };
+        self.actions
+            .push_back(PodAction::Hook { hook, view, input });
+    }
+
+    fn on_initialized(
+        &mut self,
+        now: Instant,
+        req: ControlRequest,
+        view: Option<Arc<ClusterView>>,
+    ) {
+        let Some(v) = view.clone() else {
+            return self.error(req.id, 400, "on needs a cluster view".to_string());
+        };
+        let same_deps = match &self.last_deps {
+            Some(last) if self.settings.reload_dependencies => {
+                last.keys().eq(v.dependencies.keys())
+            }
+            Some(last) => *last == v.dependencies,
+            None => false,
+        };
+        if self.process == Process::Running && !self.settings.strict && same_deps {
+            // Scaling the cluster does not restart every member: re-render and maybe reload.
+            self.op = Op::Task {
+                req,
+                step: Step::Reload,
+                view: view.clone(),
+            };
+            self.actions.push_back(PodAction::Hook {
+                hook: Hook::Reload,
+                view,
+                input: Value::Null,
+            });
+            return;
+        }
+        self.stop_then(now, req, view);
+    }
+
+    /// Tears the process down if it is alive, then continues the request.
+    fn stop_then(&mut self, now: Instant, req: ControlRequest, view: Option<Arc<ClusterView>>) {
+        self.restart_at = None;
+        self.next_check = None;
+        if self.pid.is_some() {
+            self.process = Process::Terminating;
+            self.kill_at = Some(now + self.settings.grace);
+            self.op = Op::Task {
+                req,
+                step: Step::Stop,
+                view,
+            };
+            self.actions.push_back(PodAction::Terminate);
+        } else {
+            if self.process != Process::Dead {
+                self.process = Process::Stopped;
+            }
+            self.continue_after_stop(now, req, view);
+        }
+    }
+
+    fn continue_after_stop(
+        &mut self,
+        _now: Instant,
+        req: ControlRequest,
+        view: Option<Arc<ClusterView>>,
+    ) {
+        self.exited_since_check = false;
+        match req.task {
+            Task::On => {
+                let v = view.clone().expect("on always has a view");
+                self.op = Op::Task {
+                    req,
+                    step: Step::Configure,
+                    view,
+                };
+                self.actions.push_back(PodAction::Configure { view: v });
+            }
+            Task::Kill => {
+                self.op = Op::Task {
+                    req,
+                    step: Step::Finalize,
+                    view: None,
+                };
+                self.actions.push_back(PodAction::Hook {
+                    hook: Hook::Finalize,
+                    view: None,
+                    input: Value::Null,
+                });
+            }
+            _ => {
+                self.configured = false;
+                self.reply(req.id, 200, json!({}));
+            }
+        }
+    }
+
+    fn task_step_done(
+        &mut self,
+        now: Instant,
+        req: ControlRequest,
+        step: Step,
+        view: Option<Arc<ClusterView>>,
+        result: StepResult,
+    ) {
+        match (step, result) {
+            (Step::Hook, StepResult::Hook(r)) => {
+                let (ok_code, fail_code) = match req.task {
+                    Task::Check => (200, 406),
+                    _ => (200, 500),
+                };
+                match r {
+                    Ok(v) => {
+                        let body = if req.task == Task::Signal && !v.is_null() {
+                            v
+                        } else {
+                            json!({})
+                        };
+                        self.reply(req.id, ok_code, body);
+                    }
+                    Err(e) => self.error(req.id, fail_code, e),
+                }
+            }
+            (Step::Initialize, StepResult::Hook(r)) => match r {
+                Ok(_) => {
+                    self.initialized = true;
+                    self.on_initialized(now, req, view);
+                }
+                Err(e) => self.configure_failed(req.id, format!("initialize failed: {e}")),
+            },
+            (Step::Reload, StepResult::Hook(r)) => match r {
+                Ok(_) => {
+                    self.configured = true;
+                    self.reply(req.id, 200, json!({}));
+                }
+                Err(e) => {
+                    // Reload failed: fall back to a full restart with the new view.
+                    self.last_failure = Some(format!("reload failed, restarting: {e}"));
+                    self.stop_then(now, req, view);
+                }
+            },
+            (Step::Configure, StepResult::Configured(r)) => match r {
+                Ok(()) => {
+                    let v = view.clone().expect("on always has a view");
+                    self.last_deps = Some(v.dependencies.clone());
+                    // With `start = false` the leader's rounds only configure; an operator's
+                    // `on` (no leader epoch) starts the process, and it runs from then on.
+                    if self.settings.start || self.ever_started || req.epoch.is_none() {
+                        self.op = Op::Task {
+                            req,
+                            step: Step::Spawn,
+                            view,
+                        };
+                        self.actions.push_back(PodAction::Spawn);
+                    } else {
+                        self.configured = true;
+                        self.reply(req.id, 200, json!({}));
+                    }
+                }
+                Err(e) => self.configure_failed(req.id, e),
+            },
+            (Step::Spawn, StepResult::Spawned(r)) => match r {
+                Ok(pid) => {
+                    self.started(now, pid);
+                    self.crash_streak = 0;
+                    self.failed_checks = 0;
+                    self.configured = true;
+                    self.reply(req.id, 200, json!({ "pid": pid }));
+                }
+                Err(e) => self.configure_failed(req.id, format!("cannot start the process: {e}")),
+            },
+            (Step::Finalize, StepResult::Hook(r)) => {
+                self.process = Process::Dead;
+                self.configured = false;
+                match r {
+                    Ok(_) => self.reply(req.id, 200, json!({})),
+                    Err(e) => {
+                        self.last_failure = Some(format!("finalize failed: {e}"));
+                        self.reply(
+                            req.id,
+                            200,
+                            json!({ "warning": format!("finalize failed: {e}") }),
+                        );
+                    }
+                }
+            }
+            (step, result) => {
+                let msg = format!("internal error: step {step:?} got {result:?}");
+                self.error(req.id, 500, msg);
+            }
+        }
+    }
+
+    /// A configure failure answers 406 and, as in 1.x, turns the pod dead.
+    fn configure_failed(&mut self, id: u64, why: String) {
+        self.process = Process::Dead;
+        self.configured = false;
+        self.last_failure = Some(why.clone());
+        self.error(id, 406, why);
+    }
+
+    fn started(&mut self, now: Instant, pid: u32) {
+        self.pid = Some(pid);
+        self.process = Process::Running;
+        self.ever_started = true;
+        self.started_at = Some(now);
+        self.restart_at = None;
+        if self.next_check.is_none() {
+            self.next_check = Some(now + self.settings.check_every);
+        }
+    }
+
+    fn crashed(&mut self, now: Instant, why: String) {
+        self.exited_since_check = true;
+        let stable = self
+            .started_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.settings.stable_after);
+        if stable {
+            self.crash_streak = 0;
+        }
+        let delay = if self.crash_streak == 0 {
+            Duration::ZERO
+        } else {
+            let exp = (self.crash_streak - 1).min(20);
+            self.settings
+                .restart_delay
+                .saturating_mul(1u32 << exp)
+                .min(self.settings.restart_delay_max)
+        };
+        self.crash_streak += 1;
+        self.last_failure = Some(format!("{why}; restarting in {:.1} s", delay.as_secs_f64()));
+        self.restart_at = Some(now + delay);
+    }
+
+    fn check_done(&mut self, now: Instant, outcome: Result<Value, String>) {
+        self.exited_since_check = false;
+        match outcome {
+            Ok(metrics) => {
+                self.failed_checks = 0;
+                if metrics.is_object() {
+                    self.metrics = metrics;
+                }
+            }
+            Err(e) => {
+                self.failed_checks += 1;
+                self.sanity_failures += 1;
+                self.last_failure = Some(format!("sanity check failed: {e}"));
+                if self.failed_checks >= self.settings.checks.max(1) {
+                    self.give_up(now);
+                }
+            }
+        }
+    }
+
+    fn give_up(&mut self, now: Instant) {
+        let why = format!(
+            "circuit breaker: {} failed sanity checks in a row",
+            self.failed_checks
+        );
+        self.last_failure = Some(why);
+        self.restart_at = None;
+        self.next_check = None;
+        self.configured = false;
+        match self.settings.on_give_up {
+            GiveUp::Exit => self.actions.push_back(PodAction::Exit { code: 3 }),
+            GiveUp::Off => {
+                if self.pid.is_some() {
+                    self.process = Process::Terminating;
+                    self.kill_at = Some(now + self.settings.grace);
+                    self.op = Op::BreakerOff;
+                    self.actions.push_back(PodAction::Terminate);
+                } else {
+                    self.process = Process::Stopped;
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.process = Process::Stopped;
+        self.op = Op::Finish;
+        self.actions.push_back(PodAction::Hook {
+            hook: Hook::Finalize,
+            view: None,
+            input: Value::Null,
+        });
+    }
+}

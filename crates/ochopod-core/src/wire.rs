@@ -1,0 +1,458 @@
+//! The wire protocol: every JSON document that crosses a process boundary.
+//!
+//! The registration stored in ZooKeeper, the body of a control request, the leader epoch header
+//! and the `/info` reply live here and only here, so a renamed field is one visible diff. Their
+//! version is [`PROTOCOL`]; a registration without `protocol` was written by Ochopod 1.x.
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// The version of the wire types written by this implementation.
+pub const PROTOCOL: u32 = 2;
+
+/// Name of the HTTP header that carries the leader's [`Epoch`] on control requests.
+pub const EPOCH_HEADER: &str = "X-Ochopod-Epoch";
+
+/// Pods of one cluster, by key (the pod's UUID).
+pub type Pods = BTreeMap<String, Registration>;
+
+/// Dependency views, by dependency name as written in `depends_on`.
+pub type Dependencies = BTreeMap<String, Pods>;
+
+/// A pod's registration, as written under `P/pods/<uuid>.<seq>` (DESIGN section 4).
+///
+/// Keys are those of Ochopod 1.x. Fields this implementation does not know are kept in
+/// [`Registration::extra`] and written back unchanged, so mixed clusters lose nothing.
+/// A registration is never changed once written.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    /// Cluster name, without namespace (e.g. `zookeeper`).
+    pub cluster: String,
+    /// Namespace (e.g. `prod`).
+    pub namespace: String,
+    /// Binding that produced this registration (`local`, `generic`, `marathon`, ...).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub binding: String,
+    /// 1.x's name for `binding`; always written with the same value.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fwk: String,
+    /// Internal IPv4 address.
+    pub ip: String,
+    /// External IPv4 address, or empty.
+    #[serde(default)]
+    pub public: String,
+    /// Container port (as a string) -> host port.
+    #[serde(default, deserialize_with = "de_ports")]
+    pub ports: BTreeMap<String, u16>,
+    /// The pod's control port, as a container port (a key of `ports`), written as a string.
+    #[serde(default, deserialize_with = "de_string_or_number")]
+    pub port: String,
+    /// Host or instance id.
+    #[serde(default)]
+    pub node: String,
+    /// Application name given by the platform.
+    #[serde(default)]
+    pub application: String,
+    /// Task id given by the platform.
+    #[serde(default)]
+    pub task: String,
+    /// The ZooKeeper sequence number of the pod's first registration, kept for its whole life.
+    #[serde(
+        default,
+        deserialize_with = "de_opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub seq: Option<u64>,
+    /// The ZooKeeper connection string the pod uses (credentials removed).
+    #[serde(default)]
+    pub zk: String,
+    /// Wire version; absent for Ochopod 1.x pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
+    /// Every other key (`status`, `debug`, `local`, `start`, `ochopod_*` settings, foreign keys).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Registration {
+    /// The host port that reaches `container_port` (identity when the port is not remapped).
+    pub fn host_port(&self, container_port: u16) -> u16 {
+        self.ports
+            .get(&container_port.to_string())
+            .copied()
+            .unwrap_or(container_port)
+    }
+
+    /// The address of this pod's control plane: `ip:<ports[port]>`.
+    ///
+    /// Returns `None` when `port` is not a valid port number.
+    pub fn control_addr(&self) -> Option<String> {
+        let port: u16 = self.port.trim().parse().ok()?;
+        Some(format!("{}:{}", self.ip, self.host_port(port)))
+    }
+
+    /// The full cluster name, `namespace.cluster`.
+    pub fn full_cluster(&self) -> String {
+        format!("{}.{}", self.namespace, self.cluster)
+    }
+
+    /// True when the key name is a secret that must never leave the pod.
+    pub fn is_secret_key(name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        ["token", "password", "secret", "zk_auth", "credential"]
+            .iter()
+            .any(|needle| lower.contains(needle))
+    }
+
+    /// Drops every secret from `extra` (DESIGN section 4) and credentials from `zk`.
+    pub fn scrub_secrets(&mut self) {
+        self.extra.retain(|k, _| !Self::is_secret_key(k));
+        self.zk = strip_zk_credentials(&self.zk);
+    }
+
+    /// Parses a registration read from ZooKeeper, naming what is wrong when it cannot.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, crate::Error> {
+        let reg: Registration =
+            serde_json::from_slice(bytes).map_err(|e| crate::Error::Payload(e.to_string()))?;
+        if reg.ip.is_empty() {
+            return Err(crate::Error::Payload(
+                "registration has an empty `ip`".to_string(),
+            ));
+        }
+        Ok(reg)
+    }
+
+    /// Serializes the registration to compact JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a registration always serializes")
+    }
+}
+
+/// Removes `user:password@` from a ZooKeeper URL or host list.
+pub fn strip_zk_credentials(zk: &str) -> String {
+    let (scheme, rest) = match zk.strip_prefix("zk://") {
+        Some(rest) => ("zk://", rest),
+        None => ("", zk),
+    };
+    match rest.split_once('@') {
+        Some((_, hosts)) => format!("{scheme}{hosts}"),
+        None => zk.to_string(),
+    }
+}
+
+fn de_ports<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, u16>, D::Error> {
+    let raw: Option<BTreeMap<String, Value>> = Option::deserialize(d)?;
+    let mut out = BTreeMap::new();
+    for (k, v) in raw.unwrap_or_default() {
+        let port = match &v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| de::Error::custom(format!("port {k:?} maps to {v}, not a port number")))?;
+        out.insert(k, port);
+    }
+    Ok(out)
+}
+
+fn de_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        Some(other) => Err(de::Error::custom(format!(
+            "expected a string or a number, found {other}"
+        ))),
+    }
+}
+
+fn de_opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| de::Error::custom(format!("seq {n} is not a positive integer"))),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| de::Error::custom(format!("seq {s:?} is not a positive integer"))),
+        Some(other) => Err(de::Error::custom(format!("seq {other} is not an integer"))),
+    }
+}
+
+/// The body of `check`, `on` and `ok` control requests sent by the leader.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ControlBody {
+    /// Every pod of the cluster taking part in this round, by key.
+    #[serde(default)]
+    pub pods: Pods,
+    /// Dependency views, by dependency name as written in `depends_on`.
+    #[serde(default)]
+    pub dependencies: Dependencies,
+    /// The receiver's own key.
+    #[serde(default)]
+    pub key: String,
+}
+
+/// The leader's epoch: (czxid of `P/coordinator`, sequence of its lock node).
+///
+/// It only grows from one leader to the next. Carried by [`EPOCH_HEADER`] as `czxid-seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Epoch {
+    /// czxid of the cluster's `coordinator` node.
+    pub czxid: i64,
+    /// Sequence number of the leader's lock node.
+    pub seq: u64,
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.czxid, self.seq)
+    }
+}
+
+impl FromStr for Epoch {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            crate::Error::Input(format!(
+                "bad {EPOCH_HEADER} header {s:?}: expected `<czxid>-<seq>`, two integers"
+            ))
+        };
+        let (a, b) = s.trim().split_once('-').ok_or_else(bad)?;
+        Ok(Epoch {
+            czxid: a.parse().map_err(|_| bad())?,
+            seq: b.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// A control task (`/control/<task>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Task {
+    /// Can the pod be configured now? (`can_configure`)
+    Check,
+    /// Configure and start the process.
+    On,
+    /// Tear the process down.
+    Off,
+    /// The round succeeded (`configured`).
+    Ok,
+    /// Tear down, finalize, go dead.
+    Kill,
+    /// Run the user's signal hook.
+    Signal,
+}
+
+impl Task {
+    /// Every task, in the order of the table of DESIGN section 7.
+    pub const ALL: [Task; 6] = [
+        Task::Check,
+        Task::On,
+        Task::Off,
+        Task::Ok,
+        Task::Kill,
+        Task::Signal,
+    ];
+
+    /// The name used in URLs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Check => "check",
+            Task::On => "on",
+            Task::Off => "off",
+            Task::Ok => "ok",
+            Task::Kill => "kill",
+            Task::Signal => "signal",
+        }
+    }
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Task {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Task::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                crate::Error::Input(format!(
+                    "unknown task {s:?}: use one of check, on, off, ok, kill, signal"
+                ))
+            })
+    }
+}
+
+/// One pod's answer in the leader's last round, as shown in `/info`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundReport {
+    /// Milliseconds since the Unix epoch when the round started (filled in by the runtime).
+    #[serde(default)]
+    pub started_ms: u64,
+    /// How long the round took, in milliseconds.
+    pub duration_ms: u64,
+    /// `ok`, or why the round failed.
+    pub outcome: String,
+    /// Each pod's answer (`check 200`, `on 406: ...`), by key.
+    pub answers: BTreeMap<String, String>,
+}
+
+/// The `/info` reply.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Info {
+    /// Wire version.
+    pub protocol: u32,
+    /// The pod's key.
+    pub key: String,
+    /// The pod's seq, once registered.
+    #[serde(default)]
+    pub seq: Option<u64>,
+    /// `namespace.cluster`.
+    pub cluster: String,
+    /// The registration (secrets removed).
+    pub registration: Registration,
+    /// `stopped`, `running`, `terminating` or `dead`.
+    pub process: String,
+    /// `follower`, `leader`, `leader (configuration pending)`, `leader (configuring)`, ...
+    pub state: String,
+    /// The cluster probe's result (leader), the pending countdown, or `* <failure>`.
+    #[serde(default)]
+    pub status: String,
+    /// Metrics returned by the last sanity check.
+    #[serde(default)]
+    pub metrics: Value,
+    /// Dependencies as written in `depends_on`.
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    /// The process id of the sub-process, when running.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Consecutive failed sanity checks.
+    #[serde(default)]
+    pub failed_checks: u32,
+    /// The last failure (sanity check, configure, crash), if any.
+    #[serde(default)]
+    pub last_failure: Option<String>,
+    /// ZooKeeper session state (`connected`, `disconnected`, `expired`, ...).
+    #[serde(default)]
+    pub zk: String,
+    /// The leader's last configuration round.
+    #[serde(default)]
+    pub last_round: Option<RoundReport>,
+    /// Why the leader's last round failed, while it retries.
+    #[serde(default)]
+    pub round_failure: Option<String>,
+    /// Leader: for how long the cluster has differed from its committed configuration
+    /// (milliseconds; absent while clean and on followers).
+    #[serde(default)]
+    pub pending_ms: Option<u64>,
+}
+
+/// A JSON error reply: `{"error": ...}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What went wrong and how to fix it.
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PY1X: &str = r#"{"node": "ip-10-0-0-4", "status": "", "application": "marathon-app",
+      "task": "web.1234", "ip": "10.0.0.4", "public": "54.1.2.3", "zk": "10.0.0.2:2181",
+      "cluster": "web", "namespace": "prod", "fwk": "marathon-ec2", "port": "8080",
+      "ports": {"8080": 31002, "9000": 31003}, "debug": "true", "local": "false", "start": "true",
+      "seq": 12, "custom": {"a": 1}}"#;
+
+    #[test]
+    fn reads_a_1x_registration_and_keeps_unknown_keys() {
+        let reg = Registration::from_slice(PY1X.as_bytes()).unwrap();
+        assert_eq!(reg.ip, "10.0.0.4");
+        assert_eq!(reg.seq, Some(12));
+        assert_eq!(reg.protocol, None);
+        assert_eq!(reg.host_port(9000), 31003);
+        assert_eq!(reg.host_port(7000), 7000);
+        assert_eq!(reg.control_addr().as_deref(), Some("10.0.0.4:31002"));
+        assert_eq!(reg.extra["custom"]["a"], 1);
+        assert_eq!(reg.extra["debug"], "true");
+        let back: Value = serde_json::from_str(&reg.to_json()).unwrap();
+        let orig: Value = serde_json::from_str(PY1X).unwrap();
+        assert_eq!(back, orig, "a 1.x registration round-trips unchanged");
+    }
+
+    #[test]
+    fn rejects_bad_payloads_with_a_reason() {
+        for (bad, why) in [
+            ("not json", "expected"),
+            (r#"{"cluster":"a","namespace":"b","ip":""}"#, "empty `ip`"),
+            (
+                r#"{"cluster":"a","namespace":"b","ip":"1.2.3.4","ports":{"80":"x"}}"#,
+                "not a port number",
+            ),
+            (
+                r#"{"cluster":"a","namespace":"b","ip":"1.2.3.4","seq":-3}"#,
+                "not a positive integer",
+            ),
+        ] {
+            let err = Registration::from_slice(bad.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_scrubbed() {
+        let mut reg = Registration {
+            zk: "zk://user:pw@h1:2181,h2:2181/x".into(),
+            ..Default::default()
+        };
+        for k in ["token", "db_password", "my_secret", "zk_auth", "color"] {
+            reg.extra.insert(k.into(), Value::from("v"));
+        }
+        reg.scrub_secrets();
+        assert_eq!(reg.zk, "zk://h1:2181,h2:2181/x");
+        assert_eq!(reg.extra.keys().collect::<Vec<_>>(), vec!["color"]);
+    }
+
+    #[test]
+    fn epoch_parses_orders_and_rejects() {
+        let a: Epoch = "17-3".parse().unwrap();
+        let b: Epoch = "17-10".parse().unwrap();
+        let c: Epoch = "18-0".parse().unwrap();
+        assert!(a < b && b < c);
+        assert_eq!(a.to_string(), "17-3");
+        assert!("17"
+            .parse::<Epoch>()
+            .unwrap_err()
+            .to_string()
+            .contains("<czxid>-<seq>"));
+    }
+
+    #[test]
+    fn tasks_parse() {
+        for t in Task::ALL {
+            assert_eq!(t.as_str().parse::<Task>().unwrap(), t);
+        }
+        assert!("reboot"
+            .parse::<Task>()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown task"));
+    }
+}

@@ -1,0 +1,714 @@
+//! The leader's rules of DESIGN section 5, one test each, on the simulator of `sim/`.
+
+mod sim;
+
+use ochopod_core::leader::{LeaderAction, Reply};
+use ochopod_core::settings::ModelSettings;
+use ochopod_core::wire::{Dependencies, Pods, Task};
+use sim::*;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+fn ok() -> Reply {
+    Reply::Status(200, String::new())
+}
+
+fn keys(p: &Pods) -> Vec<&str> {
+    p.keys().map(String::as_str).collect()
+}
+
+/// A leader of a clean `{pod-a, pod-b}` cluster.
+fn clean(settings: ModelSettings) -> LeaderSim {
+    let members = pods(&["pod-a", "pod-b"]);
+    let mut s = LeaderSim::new(settings);
+    s.elected(Some(hash_of(&members)), members);
+    s.log.clear();
+    s
+}
+
+#[test]
+fn a_hash_mismatch_waits_for_the_damper() {
+    for damper in [0.0, 1.5, 30.0] {
+        let mut s = clean(model(damper));
+        s.at(2.0).members(pods(&["pod-a", "pod-b", "pod-c"]));
+        if damper > 0.0 {
+            assert_eq!(s.leader.state(), "leader (configuration pending)");
+            s.run_until(2.0 + damper - 0.001);
+            assert!(s.controls().is_empty(), "damper {damper}: sent early");
+        }
+        s.run_until(2.0 + damper + 100.0);
+        let starts = s.round_starts();
+        assert_eq!(starts.len(), 1, "damper {damper}: one round");
+        assert_eq!(
+            starts[0].1,
+            secs(2.0 + damper),
+            "damper {damper}: starts when it ends"
+        );
+        assert_eq!(s.commit_log().len(), 1);
+        assert_eq!(s.leader.state(), "leader");
+    }
+}
+
+#[test]
+fn a_change_back_to_the_committed_hash_cancels_the_round() {
+    // (what happens, when) with a 30 s damper: every case comes back before it runs out.
+    type Case = (&'static str, &'static [(f64, &'static [&'static str])]);
+    let table: &[Case] = &[
+        (
+            "a pod vanishes and re-registers",
+            &[(1.0, &["pod-a"]), (29.0, &["pod-a", "pod-b"])],
+        ),
+        (
+            "a pod joins and leaves",
+            &[
+                (5.0, &["pod-a", "pod-b", "pod-c"]),
+                (6.0, &["pod-a", "pod-b"]),
+            ],
+        ),
+        (
+            "several moves",
+            &[(1.0, &[]), (2.0, &["pod-b"]), (3.0, &["pod-a", "pod-b"])],
+        ),
+    ];
+    for (what, steps) in table {
+        let mut s = clean(model(30.0));
+        for (t, members) in *steps {
+            s.run_until(*t);
+            s.members(pods(members));
+        }
+        assert_eq!(s.leader.state(), "leader", "{what}");
+        s.run_until(600.0);
+        assert!(s.controls().is_empty(), "{what}: no control action at all");
+        assert!(s.commit_log().is_empty(), "{what}: nothing committed");
+    }
+}
+
+#[test]
+fn a_round_runs_check_then_off_iff_full_shutdown_then_on_then_ok_then_commits() {
+    for full_shutdown in [false, true] {
+        let mut s = LeaderSim::new(ModelSettings {
+            full_shutdown,
+            ..ModelSettings::default()
+        });
+        let members = pods(&["pod-a", "pod-b", "pod-c"]);
+        s.elected(None, members.clone());
+        s.run_until(1.0);
+        let tasks: Vec<Task> = s.controls().iter().map(|c| c.2).collect();
+        let mut expected = vec![Task::Check; 3];
+        if full_shutdown {
+            expected.extend([Task::Off; 3]);
+        }
+        expected.extend([Task::On; 3]);
+        expected.extend([Task::Ok; 3]);
+        assert_eq!(tasks, expected, "full_shutdown {full_shutdown}");
+        // The commit comes after every ok, with the pods that accepted on.
+        let last_ok = s
+            .log
+            .iter()
+            .rposition(|(_, a)| matches!(a, LeaderAction::Control { task: Task::Ok, .. }))
+            .unwrap();
+        let commit = s
+            .log
+            .iter()
+            .position(|(_, a)| matches!(a, LeaderAction::Commit { .. }))
+            .expect("a commit");
+        assert!(commit > last_ok, "ok before commit");
+        let (_, _, hash, snapshot) = &s.commit_log()[0];
+        assert_eq!(snapshot, &members);
+        assert_eq!(hash, &hash_of(&members));
+        assert_eq!(s.leader.committed_hash(), Some(hash.as_str()));
+        assert_eq!(s.outcomes(), vec!["ok".to_string()]);
+    }
+}
+
+#[test]
+fn the_commit_holds_exactly_the_pods_that_accepted_on() {
+    // The snapshot is the round's pods, not the membership when the commit is written.
+    let mut s = LeaderSim::new(ModelSettings::default());
+    s.auto = false;
+    s.elected(None, pods(&["pod-a", "pod-b"]));
+    for k in ["pod-a", "pod-b"] {
+        s.answer(k, ok()); // check
+    }
+    s.members(pods(&["pod-a", "pod-b", "pod-c"])); // joins during on
+    for k in ["pod-a", "pod-b"] {
+        s.answer(k, ok()); // on
+    }
+    let (_, _, _, snapshot) = &s.commit_log()[0];
+    assert_eq!(keys(snapshot), vec!["pod-a", "pod-b"]);
+}
+
+#[test]
+fn sequential_sends_one_at_a_time_in_key_order_and_parallel_sends_all() {
+    for sequential in [true, false] {
+        let mut s = LeaderSim::new(ModelSettings {
+            sequential,
+            ..ModelSettings::default()
+        });
+        s.auto = false;
+        // Inserted out of order: the order is the keys'.
+        let members = pods(&["pod-c", "pod-a", "pod-b"]);
+        s.elected(None, members);
+        for task in [Task::Check, Task::On] {
+            let mut order = Vec::new();
+            while order.len() < 3 {
+                let expected = if sequential { 1 } else { 3 - order.len() };
+                assert_eq!(
+                    s.inflight.len(),
+                    expected,
+                    "sequential {sequential}, {task}"
+                );
+                assert!(s.inflight.iter().all(|x| x.task == task));
+                let key = s.inflight[0].key.clone();
+                s.answer(&key, ok());
+                order.push(key);
+            }
+            assert_eq!(
+                order,
+                vec!["pod-a", "pod-b", "pod-c"],
+                "sequential {sequential}"
+            );
+        }
+        assert_eq!(s.commits.len(), 1);
+    }
+}
+
+#[test]
+fn a_pod_answering_410_at_check_is_dropped_from_on_the_commit_and_later_hashes() {
+    for sequential in [false, true] {
+        let mut s = LeaderSim::new(ModelSettings {
+            sequential,
+            ..ModelSettings::default()
+        });
+        s.reply = Box::new(|_, task, key| match (task, key) {
+            (Task::Check, "pod-b") => Reply::Status(410, "dead".into()),
+            _ => Reply::Status(200, String::new()),
+        });
+        s.elected(None, pods(&["pod-a", "pod-b", "pod-c"]));
+        s.run_until(1.0);
+        let to_b: Vec<Task> = s
+            .controls()
+            .iter()
+            .filter(|c| c.3 == "pod-b")
+            .map(|c| c.2)
+            .collect();
+        assert_eq!(
+            to_b,
+            vec![Task::Check],
+            "only the check reached the dead pod"
+        );
+        for (_, a) in &s.log {
+            if let LeaderAction::Control {
+                task: Task::On,
+                body,
+                ..
+            } = a
+            {
+                assert_eq!(keys(&body.pods), vec!["pod-a", "pod-c"]);
+            }
+        }
+        assert_eq!(s.outcomes(), vec!["ok".to_string()], "dropped, not aborted");
+        let (_, round, hash, snapshot) = &s.commit_log()[0];
+        assert_eq!(*round, 1, "the same round goes on");
+        assert_eq!(keys(snapshot), vec!["pod-a", "pod-c"]);
+        let live = pods(&["pod-a", "pod-c"]);
+        assert_eq!(hash, &hash_of(&live));
+        assert!(s.leader.dead().contains("pod-b"));
+        // The dead pod's registration is still there: the cluster is clean all the same.
+        assert_eq!(s.leader.current_hash(), hash_of(&live));
+        assert_eq!(s.leader.state(), "leader");
+        // A later change: the next round and its hash still leave the dead pod out.
+        s.members(pods(&["pod-a", "pod-b", "pod-c", "pod-d"]));
+        s.run_until(2.0);
+        let commits = s.commit_log();
+        assert_eq!(commits.len(), 2);
+        assert_eq!(keys(&commits[1].3), vec!["pod-a", "pod-c", "pod-d"]);
+        assert_eq!(commits[1].2, hash_of(&pods(&["pod-a", "pod-c", "pod-d"])));
+        assert!(s
+            .controls()
+            .iter()
+            .filter(|c| c.1 == 2)
+            .all(|c| c.3 != "pod-b"));
+    }
+}
+
+#[test]
+fn a_pod_answering_410_during_on_aborts_and_the_retry_leaves_it_out() {
+    let mut s = LeaderSim::new(model(0.0));
+    s.reply = Box::new(|_, task, key| match (task, key) {
+        (Task::On, "pod-b") => Reply::Status(410, "dead".into()),
+        _ => Reply::Status(200, String::new()),
+    });
+    s.elected(None, pods(&["pod-a", "pod-b", "pod-c"]));
+    s.run_until(5.0);
+    // The others were configured with the dead pod: the round aborts, the retry drops it.
+    assert!(s.outcomes()[0].contains("pod-b"), "{:?}", s.outcomes());
+    let starts = s.round_starts();
+    assert_eq!(
+        starts.iter().map(|r| r.1).collect::<Vec<_>>(),
+        vec![secs(0.0), secs(1.0)]
+    );
+    let (_, round, _, snapshot) = &s.commit_log()[0];
+    assert_eq!(*round, 2);
+    assert_eq!(keys(snapshot), vec!["pod-a", "pod-c"]);
+    assert!(s
+        .controls()
+        .iter()
+        .filter(|c| c.1 == 2)
+        .all(|c| c.3 != "pod-b"));
+}
+
+#[test]
+fn any_other_failure_aborts_and_retries_with_a_capped_doubling_backoff() {
+    // (task that fails, reply, damper, expected gaps between round starts)
+    let fail = |code: u16| Reply::Status(code, "nope".into());
+    let gaps_1s = [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0];
+    let table: Vec<(Task, Reply, f64, &[f64])> = vec![
+        (Task::Check, fail(406), 0.0, &gaps_1s),
+        (Task::Check, fail(500), 0.0, &gaps_1s),
+        (
+            Task::Check,
+            Reply::Failed("connection refused".into()),
+            0.0,
+            &gaps_1s,
+        ),
+        (Task::Check, fail(409), 0.0, &gaps_1s),
+        (Task::On, fail(406), 0.0, &gaps_1s),
+        (Task::On, Reply::Failed("timed out".into()), 0.0, &gaps_1s),
+        (Task::Check, fail(500), 0.4, &gaps_1s),
+        (
+            Task::Check,
+            fail(500),
+            3.0,
+            &[3.0, 6.0, 12.0, 24.0, 30.0, 30.0],
+        ),
+        (Task::On, fail(500), 30.0, &[30.0, 30.0, 30.0]),
+    ];
+    for (task, reply, damper, gaps) in table {
+        let what = format!("{task} {reply:?} damper {damper}");
+        let mut s = LeaderSim::new(model(damper));
+        let r = reply.clone();
+        s.reply = Box::new(move |_, t, key| {
+            if t == task && key == "pod-b" {
+                r.clone()
+            } else {
+                Reply::Status(200, String::new())
+            }
+        });
+        s.elected(None, pods(&["pod-a", "pod-b"]));
+        let horizon = damper + gaps.iter().sum::<f64>() + 0.5;
+        s.run_until(horizon);
+        let starts: Vec<f64> = s.round_starts().iter().map(|r| r.1.as_secs_f64()).collect();
+        let seen: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+        let seen: Vec<f64> = seen.iter().map(|g| (g * 1000.0).round() / 1000.0).collect();
+        assert_eq!(seen, gaps.to_vec(), "{what}");
+        assert!(s.commit_log().is_empty(), "{what}: never commits");
+        assert_eq!(s.leader.state(), "leader (retrying)", "{what}");
+        assert!(
+            s.leader.round_failure().unwrap().contains("pod-b"),
+            "{what}"
+        );
+        assert!(s.outcomes().iter().all(|o| o.contains("pod-b")), "{what}");
+        if task == Task::Check {
+            assert!(
+                s.controls().iter().all(|c| c.2 == Task::Check),
+                "{what}: no on after a failed check"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_backoff_resets_after_a_successful_round() {
+    let mut s = LeaderSim::new(model(0.0));
+    let failing = std::rc::Rc::new(std::cell::Cell::new(true));
+    let f = failing.clone();
+    s.reply = Box::new(move |_, _, _| {
+        if f.get() {
+            Reply::Status(500, String::new())
+        } else {
+            Reply::Status(200, String::new())
+        }
+    });
+    s.elected(None, pods(&["pod-a"]));
+    s.run_until(7.5); // failed at 0, 1, 3, 7
+    assert_eq!(s.round_starts().len(), 4);
+    failing.set(false);
+    s.run_until(20.0); // the retry at 15 succeeds
+    assert_eq!(s.commit_log().len(), 1);
+    assert_eq!(s.leader.round_failure(), None);
+    failing.set(true);
+    s.members(pods(&["pod-a", "pod-b"]));
+    s.run_until(21.5);
+    let starts: Vec<f64> = s.round_starts().iter().map(|r| r.1.as_secs_f64()).collect();
+    assert_eq!(
+        starts,
+        vec![0.0, 1.0, 3.0, 7.0, 15.0, 20.0, 21.0],
+        "1 s again after a success"
+    );
+}
+
+#[test]
+fn a_failed_commit_retries_the_round() {
+    let mut s = LeaderSim::new(model(0.0));
+    let mut n = 0;
+    s.commit = Box::new(move |_| {
+        n += 1;
+        if n == 1 {
+            Err("not the lock holder".into())
+        } else {
+            Ok(())
+        }
+    });
+    let members = pods(&["pod-a", "pod-b"]);
+    s.elected(None, members.clone());
+    s.run_until(0.5);
+    assert_eq!(
+        s.leader.committed_hash(),
+        None,
+        "a failed commit commits nothing"
+    );
+    assert!(s.outcomes()[0].contains("commit failed"));
+    assert_eq!(s.leader.state(), "leader (retrying)");
+    s.run_until(5.0);
+    let starts = s.round_starts();
+    assert_eq!(starts.len(), 2);
+    assert_eq!(starts[1].1, secs(1.0));
+    assert_eq!(s.leader.committed_hash(), Some(hash_of(&members).as_str()));
+    assert_eq!(s.leader.state(), "leader");
+}
+
+#[test]
+fn a_new_leader_whose_hash_matches_rewrites_the_snapshot_and_runs_no_round() {
+    let members = pods(&["pod-a", "pod-b"]);
+    // (committed hash, expect WriteSnapshot, expect a round)
+    let table = [
+        (Some(hash_of(&members)), true, false),
+        (Some(hash_of(&pods(&["pod-a"]))), false, true),
+        (None, false, true),
+    ];
+    for (committed, snapshot, round) in table {
+        let mut s = LeaderSim::new(model(0.0));
+        s.elected(committed.clone(), members.clone());
+        let writes: Vec<&Pods> = s
+            .log
+            .iter()
+            .filter_map(|(_, a)| match a {
+                LeaderAction::WriteSnapshot { snapshot } => Some(snapshot),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(writes.len(), usize::from(snapshot), "{committed:?}");
+        if snapshot {
+            assert_eq!(writes[0], &members);
+        }
+        s.run_until(60.0);
+        assert_eq!(!s.controls().is_empty(), round, "{committed:?}");
+        assert_eq!(s.commit_log().len(), usize::from(round), "{committed:?}");
+    }
+}
+
+#[test]
+fn a_disconnected_session_starts_no_round_and_aborts_the_one_under_way() {
+    let settings = ModelSettings {
+        has_probe: true,
+        probe_every: secs(10.0),
+        ..model(0.0)
+    };
+    // Disconnected while clean: leadership is suspended (no probe) and the timer stays quiet.
+    let mut s = clean(settings.clone());
+    s.connection(false);
+    s.run_until(60.0);
+    let probes = s
+        .log
+        .iter()
+        .filter(|(_, a)| matches!(a, LeaderAction::Probe { .. }))
+        .count();
+    assert_eq!(probes, 0, "no probe while suspended");
+    s.connection(true);
+    s.run_until(61.0);
+    let probes = s
+        .log
+        .iter()
+        .filter(|(_, a)| matches!(a, LeaderAction::Probe { .. }))
+        .count();
+    assert_eq!(probes, 1, "the probe resumes on reconnect");
+
+    // No round starts while disconnected.
+    let mut s = clean(settings.clone());
+    s.connection(false);
+    s.at(1.0).members(pods(&["pod-a", "pod-b", "pod-c"]));
+    s.run_until(120.0);
+    assert!(s.controls().is_empty(), "no round while disconnected");
+    assert_eq!(
+        s.leader.state(),
+        "leader (suspended: ZooKeeper disconnected)"
+    );
+    s.connection(true);
+    s.run_until(121.0);
+    assert_eq!(
+        s.round_starts(),
+        vec![(1, secs(120.0))],
+        "starts on reconnect"
+    );
+    assert_eq!(s.commit_log().len(), 1);
+
+    // A round under way is aborted and its late answers commit nothing.
+    let mut s = clean(settings);
+    s.auto = false;
+    s.at(1.0).members(pods(&["pod-a", "pod-b", "pod-c"]));
+    for k in ["pod-a", "pod-b", "pod-c"] {
+        s.answer(k, ok()); // check
+    }
+    s.answer("pod-a", ok()); // on
+    s.at(2.0).connection(false);
+    assert!(s.outcomes()[0].contains("ZooKeeper"), "{:?}", s.outcomes());
+    s.answer("pod-b", ok());
+    s.answer("pod-c", ok());
+    assert!(s.commit_log().is_empty(), "no commit after the abort");
+    s.auto = true;
+    s.run_until(100.0);
+    assert_eq!(s.round_starts().len(), 1, "no new round while disconnected");
+    s.connection(true);
+    s.run_until(101.0);
+    assert_eq!(s.round_starts().len(), 2);
+    assert_eq!(s.commit_log().len(), 1);
+}
+
+#[test]
+fn the_probe_runs_every_probe_every_only_while_clean() {
+    let mut s = LeaderSim::new(ModelSettings {
+        has_probe: true,
+        probe_every: secs(10.0),
+        damper: secs(30.0),
+        ..ModelSettings::default()
+    });
+    let mut n = 0;
+    s.probe = Box::new(move || {
+        n += 1;
+        if n == 3 {
+            Err(" disk full \n".into())
+        } else {
+            Ok(format!("  {n} ok\n"))
+        }
+    });
+    let members = pods(&["pod-a"]);
+    s.elected(Some(hash_of(&members)), members);
+    s.run_until(25.0);
+    let probes = |s: &LeaderSim| -> Vec<f64> {
+        s.log
+            .iter()
+            .filter(|(_, a)| matches!(a, LeaderAction::Probe { .. }))
+            .map(|(t, _)| t.as_secs_f64())
+            .collect()
+    };
+    assert_eq!(probes(&s), vec![0.0, 10.0, 20.0]);
+    assert_eq!(
+        s.leader.status(s.now),
+        "* disk full",
+        "a failure becomes `* msg`"
+    );
+    s.members(pods(&["pod-a", "pod-b"])); // pending until 55
+    s.run_until(40.0);
+    s.members(pods(&["pod-a", "pod-b", "pod-c"])); // still pending (a probe is overdue)
+    s.run_until(54.0);
+    assert_eq!(probes(&s), vec![0.0, 10.0, 20.0], "no probe while pending");
+    s.run_until(75.5);
+    // The round at 55 commits; the probe resumes at once, then every 10 s.
+    assert_eq!(probes(&s), vec![0.0, 10.0, 20.0, 55.0, 65.0, 75.0]);
+    assert_eq!(s.leader.status(s.now), "6 ok");
+    // Without a probe, or with probe_every = 0, nothing is ever probed.
+    for settings in [
+        ModelSettings::default(),
+        ModelSettings {
+            has_probe: true,
+            probe_every: Duration::ZERO,
+            ..ModelSettings::default()
+        },
+    ] {
+        let mut s = clean(settings);
+        s.run_until(600.0);
+        assert!(probes(&s).is_empty());
+    }
+}
+
+#[test]
+fn the_status_shows_the_countdown_while_pending() {
+    let mut s = clean(model(30.0));
+    s.at(10.0).members(pods(&["pod-a"]));
+    // (at, status)
+    for (t, expected) in [
+        (10.0, "configuration in 30.0 s"),
+        (22.5, "configuration in 17.5 s"),
+        (39.9, "configuration in 0.1 s"),
+    ] {
+        s.run_until(t);
+        assert_eq!(s.leader.status(s.now), expected);
+        assert_eq!(s.leader.state(), "leader (configuration pending)");
+    }
+    s.run_until(41.0);
+    assert_eq!(s.leader.state(), "leader");
+    assert!(!s.leader.status(s.now).contains("configuration in"));
+}
+
+#[test]
+fn dependency_views_are_keyed_as_written_and_wildcards_are_unions() {
+    let mut s = LeaderSim::new(ModelSettings {
+        depends_on: vec![
+            "db".into(),
+            "/shared.zk".into(),
+            "cache-*".into(),
+            "queue".into(),
+        ],
+        ..ModelSettings::default()
+    });
+    let db = pods_in("prod", "db", &["db-1"]);
+    let zk = pods_in("shared", "zk", &["zk-1", "zk-2"]);
+    let c1 = pods_in("prod", "cache-1", &["c1"]);
+    let c2 = pods_in("prod", "cache-2", &["c2"]);
+    s.elected_with(
+        None,
+        pods(&["pod-a"]),
+        vec![
+            ("prod.db".into(), Some(db.clone()), true),
+            ("shared.zk".into(), Some(zk.clone()), true),
+            ("prod.cache-1".into(), Some(c1.clone()), true),
+            ("prod.cache-2".into(), Some(c2.clone()), true),
+            // Not a dependency: ignored.
+            (
+                "prod.other".into(),
+                Some(pods_in("prod", "other", &["o"])),
+                true,
+            ),
+            ("dev.db".into(), Some(pods_in("dev", "db", &["x"])), true),
+        ],
+    );
+    s.run_until(1.0);
+    let mut expected = Dependencies::new();
+    expected.insert("db".into(), db);
+    expected.insert("/shared.zk".into(), zk);
+    expected.insert("cache-*".into(), c1.into_iter().chain(c2).collect());
+    expected.insert("queue".into(), Pods::new()); // no snapshot yet: empty
+    assert_eq!(s.leader.dependency_views(), expected);
+    for (_, a) in &s.log {
+        if let LeaderAction::Control { body, .. } = a {
+            assert_eq!(body.dependencies, expected);
+        }
+    }
+    assert_eq!(s.commit_log()[0].2, hash_with(&pods(&["pod-a"]), &expected));
+    // A cluster that appears later joins the wildcard and reconfigures.
+    let c3 = pods_in("prod", "cache-3", &["c3"]);
+    s.dependency("prod.cache-3", Some(c3), true);
+    s.run_until(2.0);
+    assert_eq!(s.commit_log().len(), 2);
+    assert_eq!(s.commit_log()[1].3, pods(&["pod-a"]));
+    let body = s
+        .log
+        .iter()
+        .rev()
+        .find_map(|(_, a)| match a {
+            LeaderAction::Control { body, .. } => Some(body.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(keys(&body.dependencies["cache-*"]), vec!["c1", "c2", "c3"]);
+}
+
+#[test]
+fn a_missing_dependency_snapshot_is_no_news_while_it_has_pods_and_gone_without() {
+    // (has_pods, expected view of `db` afterwards, a new round)
+    let db = pods_in("prod", "db", &["db-1", "db-2"]);
+    let table = [(true, db.clone(), false), (false, Pods::new(), true)];
+    for (has_pods, view, round) in table {
+        let mut s = LeaderSim::new(ModelSettings {
+            depends_on: vec!["db".into()],
+            ..ModelSettings::default()
+        });
+        s.elected_with(
+            None,
+            pods(&["pod-a"]),
+            vec![("prod.db".into(), Some(db.clone()), true)],
+        );
+        s.run_until(1.0);
+        assert_eq!(s.commit_log().len(), 1);
+        s.dependency("prod.db", None, has_pods);
+        s.run_until(2.0);
+        assert_eq!(
+            s.leader.dependency_views()["db"],
+            view,
+            "has_pods {has_pods}"
+        );
+        assert_eq!(
+            s.commit_log().len(),
+            1 + usize::from(round),
+            "has_pods {has_pods}"
+        );
+    }
+}
+
+#[test]
+fn changes_during_a_round_lead_to_another_round_after_it() {
+    for change in ["join", "dependency"] {
+        let mut s = LeaderSim::new(ModelSettings {
+            depends_on: vec!["db".into()],
+            damper: secs(5.0),
+            ..ModelSettings::default()
+        });
+        s.auto = false;
+        s.elected(None, pods(&["pod-a", "pod-b"]));
+        s.run_until(5.0);
+        assert_eq!(s.inflight.len(), 2, "round 1 checks");
+        s.at(6.0);
+        match change {
+            "join" => s.members(pods(&["pod-a", "pod-b", "pod-c"])),
+            _ => s.dependency("prod.db", Some(pods_in("prod", "db", &["d"])), true),
+        }
+        assert_eq!(s.leader.state(), "leader (configuring)");
+        s.auto = true;
+        s.settle();
+        let commits = s.commit_log();
+        assert_eq!(commits.len(), 1);
+        assert_eq!(
+            keys(&commits[0].3),
+            vec!["pod-a", "pod-b"],
+            "{change}: round 1 as started"
+        );
+        assert_eq!(
+            s.leader.state(),
+            "leader (configuration pending)",
+            "{change}"
+        );
+        s.run_until(30.0);
+        let starts = s.round_starts();
+        assert_eq!(starts.len(), 2, "{change}");
+        assert_eq!(starts[1].1, secs(11.0), "{change}: after the damper");
+        let commits = s.commit_log();
+        assert_eq!(commits[1].2, s.leader.current_hash(), "{change}");
+        assert_eq!(s.leader.state(), "leader");
+    }
+}
+
+#[test]
+fn control_requests_carry_the_timeouts_of_the_settings() {
+    let mut s = LeaderSim::new(ModelSettings {
+        control_timeout: secs(90.5),
+        ..ModelSettings::default()
+    });
+    s.elected(None, pods(&["pod-a"]));
+    s.run_until(1.0);
+    let mut seen = BTreeSet::new();
+    for (_, a) in &s.log {
+        if let LeaderAction::Control {
+            timeout_secs,
+            request_timeout,
+            task,
+            ..
+        } = a
+        {
+            assert_eq!(*timeout_secs, 91, "whole seconds, rounded up");
+            assert_eq!(*request_timeout, secs(90.5 * 1.25));
+            seen.insert(*task);
+        }
+    }
+    assert_eq!(seen.len(), 3);
+}

@@ -1,0 +1,117 @@
+//! Ochopod's HTTP control plane: the hyper server (routes, status codes, limits, token) and the
+//! client the leader fans out with. **Never depends on** ZooKeeper or the supervisor.
+//!
+//! # Server
+//!
+//! The runtime implements [`Handler`] and hands it to [`serve`] with a bound listener. The
+//! [`Router`] turns every request into exactly one call of the handler, or into a JSON error
+//! (`{"error": "..."}`) when the request is bad, without touching the handler:
+//!
+//! | route | methods | handler | codes |
+//! |---|---|---|---|
+//! | `/info` | GET, POST | [`Handler::info`] | 200 |
+//! | `/log` | GET, POST | [`Handler::log`] | 200 |
+//! | `/healthz` | GET, POST | [`Handler::healthy`] | 200 / 503 |
+//! | `/readyz` | GET, POST | [`Handler::ready`] | 200 / 503 |
+//! | `/metrics` | GET, POST | [`Handler::metrics`] (Prometheus text) | 200 |
+//! | `/reset` | POST, token | [`Handler::reset`] | the handler's |
+//! | `/control/<task>[/<secs>]` | POST, token | [`Handler::control`] | the handler's, 408 |
+//! | `/exec` | POST, token | [`Handler::exec`] | the handler's |
+//!
+//! Errors decided by the router: unknown route 404, wrong method 405, missing or wrong token 401,
+//! body over [`ServerConfig::max_body`] 413, malformed JSON, unknown task, bad epoch header or bad
+//! timeout 400, control timeout 408, handler panic 500.
+//!
+//! # Client
+//!
+//! [`Client`] is a typed client for every route, with connection reuse; the leader's fan-out is
+//! [`Client::control_all`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ochopod_http::Error> {
+//! use std::time::Duration;
+//! let client = ochopod_http::Client::new(None);
+//! let info = client.info("127.0.0.1:8080", Duration::from_secs(2)).await?;
+//! println!("{}", info["state"]);
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod client;
+mod exec;
+mod server;
+
+pub use client::Client;
+pub use exec::ExecRequest;
+pub use server::{serve, ControlRequest, Handler, Reply, Router, ServerConfig};
+
+/// The error of a client call is the crate's error.
+pub type ClientError = Error;
+
+/// Everything that can go wrong in this crate, each variant naming the problem and the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The control server could not use its listener.
+    #[error("control server: {0}")]
+    Io(#[from] std::io::Error),
+    /// A pod address the client cannot use.
+    #[error("bad pod address {addr:?}: {reason}; expected `ip:port`, e.g. `10.0.0.4:8080`")]
+    Address {
+        /// The address as given.
+        addr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The client's token cannot be sent in an HTTP header.
+    #[error("bad token: {0}")]
+    Token(String),
+    /// An exec request that would be refused (bad file name, empty tool).
+    #[error("bad exec request: {0}")]
+    Exec(String),
+    /// The request could not be sent or the connection failed.
+    #[error("{route} on {addr}: {reason}")]
+    Transport {
+        /// The pod's address.
+        addr: String,
+        /// The route (`/info`, `/control/on`, ...).
+        route: String,
+        /// The whole cause chain, flattened.
+        reason: String,
+        /// The underlying error.
+        #[source]
+        source: Box<hyper_util::client::legacy::Error>,
+    },
+    /// No complete reply within the request timeout.
+    #[error("{route} on {addr}: no reply within {after:?}")]
+    Timeout {
+        /// The pod's address.
+        addr: String,
+        /// The route.
+        route: String,
+        /// The request timeout that passed.
+        after: std::time::Duration,
+    },
+    /// The pod answered a read-only route with a non-2xx code.
+    #[error("{route} on {addr} answered {code}: {error}")]
+    Status {
+        /// The pod's address.
+        addr: String,
+        /// The route.
+        route: String,
+        /// The HTTP status code.
+        code: u16,
+        /// The `error` field of the reply, or its text.
+        error: String,
+    },
+    /// The reply could not be read or is not what the route returns.
+    #[error("{route} on {addr}: unexpected reply: {reason}")]
+    Decode {
+        /// The pod's address.
+        addr: String,
+        /// The route.
+        route: String,
+        /// What is wrong with the reply.
+        reason: String,
+    },
+}

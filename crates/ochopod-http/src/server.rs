@@ -1,0 +1,650 @@
+//! The control server: the [`Handler`] the runtime implements, the [`Router`] that validates
+//! requests and calls it, and [`serve`], hyper-util's graceful accept loop around them.
+
+use crate::{Error, ExecRequest};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use ochopod_core::wire::{Epoch, Task, EPOCH_HEADER};
+use serde_json::Value;
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// A handler's answer: an HTTP status code and a JSON body.
+///
+/// A non-2xx reply whose body is `null` is sent as `{"error": "<reason phrase>"}`; a code
+/// outside 200..=599 is sent as a 500 naming the bad code.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    /// HTTP status code (200 ok, 406 soft failure, 409 stale epoch, 410 dead, 500 hook failure...).
+    pub code: u16,
+    /// JSON body.
+    pub body: Value,
+}
+
+impl Reply {
+    /// A 200 reply with `body`.
+    pub fn ok(body: Value) -> Self {
+        Reply { code: 200, body }
+    }
+
+    /// A reply `{"error": message}` with `code`.
+    pub fn error(code: u16, message: impl Into<String>) -> Self {
+        Reply {
+            code,
+            body: error_json(message.into()),
+        }
+    }
+}
+
+/// A validated `/control/<task>[/<timeout>]` request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlRequest {
+    /// The task.
+    pub task: Task,
+    /// The leader's epoch, from the [`EPOCH_HEADER`] header (absent for 1.x leaders and tools).
+    pub epoch: Option<Epoch>,
+    /// The timeout of the URL, when given; the server answers 408 once it passes.
+    pub timeout: Option<Duration>,
+    /// When the timeout passes: a task still queued at that instant should be dropped, not run.
+    pub deadline: Option<tokio::time::Instant>,
+    /// The JSON body; `Null` when the body is empty.
+    pub body: Value,
+}
+
+/// What the runtime provides to the control server.
+///
+/// The synchronous methods serve the read-only routes and must return quickly (no blocking, no
+/// lock held for long): they are called on the connection's task for every request. The async
+/// methods return futures that the server may drop (a control request that times out): run the
+/// actual work in a task of your own and await its result.
+pub trait Handler: Send + Sync + 'static {
+    /// The `/info` document.
+    fn info(&self) -> Value;
+    /// The last lines of the pod log (`/log`).
+    fn log(&self) -> Vec<String>;
+    /// Liveness of the agent (`/healthz`: 200 when true, 503 otherwise).
+    fn healthy(&self) -> bool;
+    /// Readiness: configured and process running (`/readyz`: 200 when true, 503 otherwise).
+    fn ready(&self) -> bool;
+    /// Prometheus text exposition format (`/metrics`).
+    fn metrics(&self) -> String;
+    /// Runs a control task.
+    fn control(&self, req: ControlRequest) -> BoxFuture<'static, Reply>;
+    /// Drops the ZooKeeper session and registers again (`/reset`).
+    fn reset(&self) -> BoxFuture<'static, Reply>;
+    /// Runs a tool (`/exec`).
+    fn exec(&self, req: ExecRequest) -> BoxFuture<'static, Reply>;
+}
+
+/// Settings of the control server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Shared token required (`Authorization: Bearer <token>`) by `/control/*`, `/reset` and
+    /// `/exec`. `None` or an empty string: no token required.
+    pub token: Option<String>,
+    /// Largest accepted request body, in bytes (default 4 MiB); larger bodies get 413.
+    pub max_body: usize,
+    /// How long a graceful shutdown waits for open requests before dropping their connections
+    /// (default 5 s).
+    pub shutdown_timeout: Duration,
+    /// How long a client may take to send a request's headers (default 30 s).
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            token: None,
+            max_body: 4 * 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Longest timeout accepted in `/control/<task>/<timeout>`, in seconds (one day).
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
+const ROUTES: &str =
+    "/info, /log, /healthz, /readyz, /metrics, /reset, /exec, /control/<task>[/<timeout>]";
+
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+static PROMETHEUS: HeaderValue =
+    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+static GET_POST: HeaderValue = HeaderValue::from_static("GET, POST");
+static POST: HeaderValue = HeaderValue::from_static("POST");
+static BEARER: HeaderValue = HeaderValue::from_static("Bearer");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Info,
+    Log,
+    Healthz,
+    Readyz,
+    Metrics,
+    Reset,
+    Exec,
+    Control {
+        task: &'a str,
+        timeout: Option<&'a str>,
+    },
+}
+
+impl<'a> Route<'a> {
+    fn parse(path: &'a str) -> Option<Self> {
+        let path = path.strip_prefix('/')?;
+        let path = path.strip_suffix('/').unwrap_or(path);
+        Some(match path {
+            "info" => Route::Info,
+            "log" => Route::Log,
+            "healthz" => Route::Healthz,
+            "readyz" => Route::Readyz,
+            "metrics" => Route::Metrics,
+            "reset" => Route::Reset,
+            "exec" => Route::Exec,
+            _ => {
+                let rest = path.strip_prefix("control/")?;
+                let mut parts = rest.split('/');
+                let task = parts.next().filter(|t| !t.is_empty())?;
+                let timeout = parts.next();
+                if parts.next().is_some() {
+                    return None;
+                }
+                Route::Control { task, timeout }
+            }
+        })
+    }
+
+    fn read_only(self) -> bool {
+        matches!(
+            self,
+            Route::Info | Route::Log | Route::Healthz | Route::Readyz | Route::Metrics
+        )
+    }
+}
+
+/// The request router: validates a request, calls the [`Handler`] and builds the response.
+///
+/// [`serve`] runs it on every connection; it is public so a runtime can embed the control
+/// plane in its own server, and so tests can drive it without sockets. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<RouterInner>,
+}
+
+struct RouterInner {
+    handler: Arc<dyn Handler>,
+    token: Option<Box<[u8]>>,
+    max_body: usize,
+}
+
+impl Router {
+    /// A router calling `handler` with the limits and token of `config`.
+    pub fn new(handler: Arc<dyn Handler>, config: &ServerConfig) -> Self {
+        let token = config
+            .token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| t.as_bytes().into());
+        Router {
+            inner: Arc::new(RouterInner {
+                handler,
+                token,
+                max_body: config.max_body,
+            }),
+        }
+    }
+
+    /// Answers one request. Never panics, even when the handler does (that is a 500).
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path();
+        let Some(route) = Route::parse(path) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no route {path:?}: use one of {ROUTES}"),
+            );
+        };
+        let method_ok =
+            parts.method == Method::POST || (route.read_only() && parts.method == Method::GET);
+        if !method_ok {
+            let allow = if route.read_only() { &GET_POST } else { &POST };
+            let mut resp = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "method {} is not allowed on {path}: use {}",
+                    parts.method,
+                    allow.to_str().unwrap_or("POST")
+                ),
+            );
+            resp.headers_mut().insert(header::ALLOW, allow.clone());
+            return resp;
+        }
+        if !route.read_only() && !self.authorized(&parts.headers) {
+            let mut resp = error(
+                StatusCode::UNAUTHORIZED,
+                format!("{path} needs the pod's token: send `Authorization: Bearer <token>`"),
+            );
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, BEARER.clone());
+            return resp;
+        }
+        let bytes = match self.read_body(&parts.headers, body).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
+        let h = &self.inner.handler;
+        match route {
+            Route::Info => match guard_sync(|| h.info()) {
+                Some(v) => json(StatusCode::OK, &v),
+                None => panicked("/info"),
+            },
+            Route::Log => match guard_sync(|| h.log()) {
+                Some(lines) => json(StatusCode::OK, &lines),
+                None => panicked("/log"),
+            },
+            Route::Healthz => match guard_sync(|| h.healthy()) {
+                Some(true) => json(StatusCode::OK, &serde_json::json!({"healthy": true})),
+                Some(false) => json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"healthy": false, "error": "the agent is not healthy"}),
+                ),
+                None => panicked("/healthz"),
+            },
+            Route::Readyz => match guard_sync(|| h.ready()) {
+                Some(true) => json(StatusCode::OK, &serde_json::json!({"ready": true})),
+                Some(false) => json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({
+                        "ready": false,
+                        "error": "not ready: the pod is not configured or its process is not running"
+                    }),
+                ),
+                None => panicked("/readyz"),
+            },
+            Route::Metrics => match guard_sync(|| h.metrics()) {
+                Some(text) => {
+                    let mut resp = Response::new(Full::new(Bytes::from(text)));
+                    resp.headers_mut()
+                        .insert(header::CONTENT_TYPE, PROMETHEUS.clone());
+                    resp
+                }
+                None => panicked("/metrics"),
+            },
+            Route::Reset => reply(guard_async(|| h.reset()).await),
+            Route::Exec => match ExecRequest::from_json(&bytes) {
+                Ok(req) => reply(guard_async(|| h.exec(req)).await),
+                Err(msg) => error(StatusCode::BAD_REQUEST, msg),
+            },
+            Route::Control { task, timeout } => {
+                match control_request(task, timeout, &parts.headers, &bytes) {
+                    Ok(req) => self.control(req).await,
+                    Err(msg) => error(StatusCode::BAD_REQUEST, msg),
+                }
+            }
+        }
+    }
+
+    async fn control(&self, req: ControlRequest) -> Response<Full<Bytes>> {
+        let h = &self.inner.handler;
+        let task = req.task;
+        match req.timeout {
+            None => reply(guard_async(|| h.control(req)).await),
+            Some(t) => match tokio::time::timeout(t, guard_async(|| h.control(req))).await {
+                Ok(r) => reply(r),
+                Err(_) => error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "control task `{task}` did not complete within {}s (a task that had not \
+                         started is dropped)",
+                        t.as_secs_f64()
+                    ),
+                ),
+            },
+        }
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.inner.token else {
+            return true;
+        };
+        let Some(given) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| bearer_token(v.as_bytes()))
+        else {
+            return false;
+        };
+        constant_time_eq(given, expected)
+    }
+
+    async fn read_body<B>(
+        &self,
+        headers: &HeaderMap,
+        body: B,
+    ) -> Result<Bytes, Response<Full<Bytes>>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let max = self.inner.max_body;
+        let too_large = || {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than the {max} bytes this pod accepts"),
+            )
+        };
+        if body.is_end_stream() {
+            return Ok(Bytes::new());
+        }
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        match Limited::new(body, max).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Err(e) => Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the request body: {e}"),
+            )),
+        }
+    }
+}
+
+fn control_request(
+    task: &str,
+    timeout: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<ControlRequest, String> {
+    let task: Task = task
+        .parse()
+        .map_err(|e: ochopod_core::Error| e.to_string())?;
+    let timeout = timeout.map(parse_timeout).transpose()?;
+    let epoch = match headers.get(EPOCH_HEADER) {
+        None => None,
+        Some(v) => {
+            let s = v.to_str().map_err(|_| {
+                format!("bad {EPOCH_HEADER} header: not ASCII; expected `<czxid>-<seq>`")
+            })?;
+            Some(s.parse::<Epoch>().map_err(|e| e.to_string())?)
+        }
+    };
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| format!("malformed JSON body for control task `{task}`: {e}"))?
+    };
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    Ok(ControlRequest {
+        task,
+        epoch,
+        timeout,
+        deadline,
+        body,
+    })
+}
+
+fn parse_timeout(raw: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "bad timeout {raw:?} in /control/<task>/<timeout>: use seconds between 0 and \
+             {MAX_TIMEOUT_SECS}, integer or decimal (e.g. 5 or 2.5)"
+        )
+    };
+    let simple = !raw.is_empty()
+        && raw.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && raw.bytes().any(|b| b.is_ascii_digit());
+    if !simple {
+        return Err(bad());
+    }
+    let secs: f64 = raw.parse().map_err(|_| bad())?;
+    if !(0.0..=MAX_TIMEOUT_SECS).contains(&secs) {
+        return Err(bad());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    Some(rest.trim_ascii())
+}
+
+/// Compares in time that depends only on the lengths, never on where the bytes differ.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, e) in expected.iter().enumerate() {
+        diff |= e ^ given.get(i).copied().unwrap_or(!e);
+    }
+    diff == 0
+}
+
+fn guard_sync<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).ok()
+}
+
+async fn guard_async(make: impl FnOnce() -> BoxFuture<'static, Reply>) -> Reply {
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(make)) {
+        Ok(fut) => fut,
+        Err(_) => return panic_reply(),
+    };
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| panic_reply())
+}
+
+fn panic_reply() -> Reply {
+    tracing::error!("control handler panicked");
+    Reply::error(
+        500,
+        "internal error: the pod's handler panicked (see the pod log)",
+    )
+}
+
+fn panicked(route: &str) -> Response<Full<Bytes>> {
+    tracing::error!(route, "handler panicked");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("internal error: the pod's handler panicked on {route} (see the pod log)"),
+    )
+}
+
+fn error_json(message: String) -> Value {
+    let mut map = serde_json::Map::with_capacity(1);
+    map.insert("error".to_string(), Value::String(message));
+    Value::Object(map)
+}
+
+fn error(code: StatusCode, message: String) -> Response<Full<Bytes>> {
+    json(code, &error_json(message))
+}
+
+fn json<T: serde::Serialize + ?Sized>(code: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "reply does not serialize");
+        br#"{"error":"internal error: the reply does not serialize"}"#.to_vec()
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = code;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, JSON.clone());
+    resp
+}
+
+fn reply(r: Reply) -> Response<Full<Bytes>> {
+    let Some(code) = StatusCode::from_u16(r.code)
+        .ok()
+        .filter(|c| (200..=599).contains(&c.as_u16()))
+    else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "internal error: the pod's handler replied with invalid status {}",
+                r.code
+            ),
+        );
+    };
+    if !code.is_success() && r.body.is_null() {
+        let reason = code.canonical_reason().unwrap_or("error").to_string();
+        return error(code, reason);
+    }
+    json(code, &r.body)
+}
+
+/// Serves the control plane on `listener` until `shutdown` completes.
+///
+/// hyper-util's graceful pattern: accept connections (TCP_NODELAY, HTTP/1.1 keep-alive) until
+/// `shutdown` resolves, backing off on accept errors (e.g. out of file descriptors); then stop
+/// accepting, let open requests finish and close idle connections, and drop whatever is still
+/// open after [`ServerConfig::shutdown_timeout`].
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<dyn Handler>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let local = listener.local_addr()?;
+    let router = Router::new(handler, &config);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut conns = JoinSet::new();
+    let mut backoff = Duration::ZERO;
+    tracing::info!(%local, "control plane listening");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(ok) => ok,
+                    Err(e) => {
+                        backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                        tracing::warn!(error = %e, ?backoff, "accept failed");
+                        tokio::select! {
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(backoff) => continue,
+                        }
+                    }
+                };
+                backoff = Duration::ZERO;
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");
+                }
+                let router = router.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    let router = router.clone();
+                    async move { Ok::<_, Infallible>(router.handle(req).await) }
+                });
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+                conns.spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    let open = conns.len();
+    tracing::info!(%local, open, "control plane shutting down");
+    if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            %local,
+            timeout = ?config.shutdown_timeout,
+            "connections still open after the shutdown timeout are dropped"
+        );
+    }
+    conns.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse() {
+        assert_eq!(Route::parse("/info"), Some(Route::Info));
+        assert_eq!(Route::parse("/info/"), Some(Route::Info));
+        assert_eq!(
+            Route::parse("/control/on/5"),
+            Some(Route::Control {
+                task: "on",
+                timeout: Some("5")
+            })
+        );
+        assert_eq!(
+            Route::parse("/control/x"),
+            Some(Route::Control {
+                task: "x",
+                timeout: None
+            })
+        );
+        for bad in [
+            "",
+            "/",
+            "info",
+            "/control",
+            "/control/",
+            "/control/on/5/6",
+            "/infox",
+        ] {
+            assert_eq!(Route::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn timeouts_parse() {
+        assert_eq!(parse_timeout("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_timeout("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_timeout("0"), Ok(Duration::ZERO));
+        for bad in ["", ".", "-1", "1e3", "inf", "NaN", "1.2.3", "86401", " 5"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abd", b"abc"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"abcd", b"abc"));
+        assert!(!constant_time_eq(b"", b"abc"));
+        assert_eq!(bearer_token(b"Bearer  xyz "), Some(&b"xyz"[..]));
+        assert_eq!(bearer_token(b"bearer xyz"), Some(&b"xyz"[..]));
+        assert_eq!(bearer_token(b"Basic xyz"), None);
+        assert_eq!(bearer_token(b"Bearer"), None);
+    }
+}

@@ -1,0 +1,1356 @@
+//! The coordinator: one actor owning a pod's whole ZooKeeper life (DESIGN sections 3 and 5).
+//!
+//! Per session: connect, register under `P/pods/`, compete for the lock under `P/coordinator/`;
+//! while holding it, watch `P/pods` and the dependencies and perform the fenced writes. A lost
+//! session (expiry) starts the cycle again with a new client, the same key and the same first
+//! seq. Everything arrives by watches: an idle pod sends ZooKeeper nothing but pings.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use ochopod_core::{DependencyPattern, Epoch, Pods, Registration};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use zookeeper_client::{
+    self as zk, Acl, Acls, AddWatchMode, Client, CreateMode, EventType, LockOptions, LockPrefix,
+    OwnedLockClient, StateWatcher, WatchedEvent,
+};
+
+use crate::layout::{self, cluster_path, hex32, lock_seq, LOCK_NAME, ROOT};
+use crate::settings::{Target, ZkSettings};
+use crate::Error;
+
+/// Who the pod is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodId {
+    /// Namespace (`prod`).
+    pub namespace: String,
+    /// Cluster name without namespace (`web`).
+    pub cluster: String,
+    /// The pod's key, a UUID (with or without dashes); kept for the pod's whole life.
+    pub key: String,
+    /// The pod's first seq when already known (kept in `state_dir`), else `None`: the counter
+    /// ZooKeeper gives the first registration becomes it.
+    pub seq: Option<u64>,
+}
+
+/// The ZooKeeper session as the runtime needs to know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Connected (first connection, or back after a disconnection with the same session).
+    Connected,
+    /// Connection lost, the session may still be alive: suspend leadership (no round starts or
+    /// commits) until `Connected` or `Expired`.
+    Disconnected,
+    /// The session is gone: a new session and a new registration follow.
+    Expired,
+}
+
+/// What a leader knows about one cluster matching its dependencies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DependencyUpdate {
+    /// The matching cluster, `ns.cl`.
+    pub cluster: String,
+    /// Its `snapshot` (`None` when missing or unreadable).
+    pub snapshot: Option<Pods>,
+    /// Whether it has registered pods (`snapshot: None` means "no news" while true, "no pods"
+    /// once false).
+    pub has_pods: bool,
+}
+
+/// What the coordinator tells the runtime.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ZkEvent {
+    /// The session's state changed.
+    Session(SessionState),
+    /// The pod's registration node was written (first time, after an expiry, after a `Reset`,
+    /// or after the node was deleted behind our back).
+    Registered {
+        /// The pod's FIRST seq, kept for its whole life (write it to `state_dir`).
+        seq: u64,
+        /// The node's name under `P/pods/` (`<key>.<counter>`).
+        node: String,
+        /// True when this registration follows a session expiry (reset the remembered epoch).
+        after_expiry: bool,
+    },
+    /// This pod took the lock and leads the cluster.
+    Elected {
+        /// The leader's epoch: (czxid of `P/coordinator`, seq of our lock node).
+        epoch: Epoch,
+        /// `P/hash`, the hash last committed by a leader.
+        committed_hash: Option<String>,
+        /// Whether `P/snapshot` exists (it is ephemeral, owned by the last leader).
+        snapshot_exists: bool,
+        /// Every registered pod, by key.
+        members: Pods,
+        /// Every cluster currently matching a dependency.
+        dependencies: Vec<DependencyUpdate>,
+    },
+    /// Leadership ended (lock or session lost, or leaving): no leader write lands after this.
+    Deposed {
+        /// Why.
+        reason: String,
+    },
+    /// Leader only: the whole membership, after any change of `P/pods`.
+    Members(Pods),
+    /// Leader only: a matching cluster's snapshot or pod count changed, a matching cluster
+    /// appeared, or one disappeared (`snapshot: None, has_pods: false`).
+    Dependency(DependencyUpdate),
+    /// The answer to [`ZkCommand::Commit`].
+    Committed {
+        /// The round given in the command.
+        round: u64,
+        /// `Ok` when `snapshot` and `hash` were both written, under the lock.
+        result: Result<(), String>,
+    },
+}
+
+/// What the runtime asks of the coordinator.
+#[derive(Debug)]
+pub enum ZkCommand {
+    /// Leader: write `snapshot` and `hash` atomically, fenced by the lock; answered by
+    /// [`ZkEvent::Committed`].
+    Commit {
+        /// Echoed in the answer.
+        round: u64,
+        /// The epoch the round ran under (from [`ZkEvent::Elected`]): a commit meant for an
+        /// earlier term is refused even if this pod leads again.
+        epoch: Epoch,
+        /// The configuration hash to store in `P/hash`.
+        hash: String,
+        /// The pods just configured, stored in `P/snapshot`.
+        snapshot: Pods,
+    },
+    /// Leader: (re)write `snapshot` only, fenced (a new leader whose committed hash still
+    /// matches). Failures are logged.
+    WriteSnapshot {
+        /// The epoch this was decided under (from [`ZkEvent::Elected`]).
+        epoch: Epoch,
+        /// The pods to store in `P/snapshot`.
+        snapshot: Pods,
+    },
+    /// Close the session and register again (same key, same first seq).
+    Reset,
+    /// Release the lock, delete the pod node, close the session, then answer and stop.
+    Leave(oneshot::Sender<()>),
+}
+
+/// Spawns coordinators.
+#[derive(Debug)]
+pub struct Coordinator;
+
+impl Coordinator {
+    /// Starts the coordinator task (needs a tokio runtime). It connects, registers
+    /// `registration` (secrets scrubbed, `seq` filled in) and competes for the lock; events
+    /// arrive on the receiver. Bad settings or names are refused here, before anything starts.
+    pub fn spawn(
+        settings: ZkSettings,
+        id: PodId,
+        registration: Registration,
+        depends_on: Vec<DependencyPattern>,
+    ) -> Result<(CoordinatorHandle, mpsc::Receiver<ZkEvent>), Error> {
+        let target = Target::parse(&settings)?;
+        check_id(&id)?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let (ev_tx, ev_rx) = mpsc::channel(1024);
+        let span = tracing::info_span!("zk", key = %id.key, cluster = %format!("{}.{}", id.namespace, id.cluster));
+        let actor = Actor::new(target, id, registration, depends_on, cmd_rx, ev_tx);
+        tokio::spawn(actor.run().instrument(span));
+        Ok((CoordinatorHandle { tx: cmd_tx }, ev_rx))
+    }
+}
+
+fn check_id(id: &PodId) -> Result<(), Error> {
+    let bad_name =
+        |s: &str| s.is_empty() || s.contains(['/', '.']) || s.contains(char::is_whitespace);
+    if bad_name(&id.namespace) || bad_name(&id.cluster) {
+        return Err(Error::Input(format!(
+            "bad cluster name {:?}.{:?}: namespace and cluster must be non-empty, without `/`, `.` or spaces",
+            id.namespace, id.cluster
+        )));
+    }
+    let hex = hex32(&id.key);
+    if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(Error::Input(format!(
+            "bad pod key {:?}: use a UUID (e.g. from `uuid::Uuid::new_v4()`)",
+            id.key
+        )));
+    }
+    Ok(())
+}
+
+/// Sends commands to a coordinator. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct CoordinatorHandle {
+    tx: mpsc::Sender<ZkCommand>,
+}
+
+impl CoordinatorHandle {
+    /// Sends a command; fails only when the coordinator has stopped.
+    pub async fn send(&self, cmd: ZkCommand) -> Result<(), Error> {
+        self.tx.send(cmd).await.map_err(|_| Error::Stopped)
+    }
+
+    /// Leaves the cluster (lock released, pod node deleted, session closed) and waits for it.
+    pub async fn leave(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(ZkCommand::Leave(tx)).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Whether the coordinator task has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// What a watch forwarder reports.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Tag {
+    /// Our pod node (its name).
+    OwnNode(String),
+    /// Our lock node (its path).
+    Lock(String),
+    /// `P/pods`.
+    Pods,
+    /// The children of [`ROOT`].
+    Clusters,
+    /// `D/pods` of a dependency cluster.
+    DepPods(String),
+    /// `D/snapshot` of a dependency cluster.
+    DepSnapshot(String),
+}
+
+type WatchTx = mpsc::UnboundedSender<(Tag, WatchedEvent)>;
+type LockFuture = Pin<Box<dyn Future<Output = Result<OwnedLockClient, zk::Error>> + Send>>;
+
+/// How a session ended.
+enum Exit {
+    Expired,
+    Reset,
+    Leave(oneshot::Sender<()>),
+    Stopped,
+}
+
+enum Role {
+    Idle,
+    Contending(LockFuture),
+    Backoff(Pin<Box<tokio::time::Sleep>>),
+    Leading(Box<Leader>),
+}
+
+enum RoleEvent {
+    Acquired(Result<OwnedLockClient, zk::Error>),
+    Retry,
+}
+
+async fn role_step(role: &mut Role) -> RoleEvent {
+    match role {
+        Role::Contending(lock) => RoleEvent::Acquired(lock.await),
+        Role::Backoff(sleep) => {
+            sleep.await;
+            RoleEvent::Retry
+        }
+        Role::Idle | Role::Leading(_) => std::future::pending().await,
+    }
+}
+
+struct Leader {
+    lock: OwnedLockClient,
+    lock_path: String,
+    epoch: Epoch,
+    tasks: HashMap<Tag, JoinHandle<()>>,
+    pods_cache: HashMap<String, Option<Registration>>,
+    members: Pods,
+    deps: BTreeMap<String, DependencyUpdate>,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        for task in self.tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+/// One session's state.
+struct Sess {
+    client: Client,
+    state: StateWatcher,
+    connected: bool,
+    node: Option<String>,
+    own_watch: Option<JoinHandle<()>>,
+    role: Role,
+    wtx: WatchTx,
+}
+
+impl Sess {
+    fn leader(&self) -> Option<&Leader> {
+        match &self.role {
+            Role::Leading(leader) => Some(leader),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Sess {
+    fn drop(&mut self) {
+        if let Some(task) = &self.own_watch {
+            task.abort();
+        }
+    }
+}
+
+/// Why a fenced write failed.
+enum WriteError {
+    LockLost(String),
+    Other(String),
+}
+
+impl WriteError {
+    fn message(&self) -> &str {
+        match self {
+            WriteError::LockLost(m) | WriteError::Other(m) => m,
+        }
+    }
+}
+
+/// ZooKeeper's default `jute.maxbuffer` is 1 MiB for a whole request; keep room for the hash.
+const MAX_SNAPSHOT_BYTES: usize = 1_000_000;
+
+struct Actor {
+    target: Target,
+    acls: Vec<Acl>,
+    id: PodId,
+    full: String,
+    p: String,
+    registration: Registration,
+    deps: Vec<DependencyPattern>,
+    first_seq: Option<u64>,
+    cmds: mpsc::Receiver<ZkCommand>,
+    events: mpsc::Sender<ZkEvent>,
+    /// The runtime dropped its event receiver: stop.
+    gone: bool,
+}
+
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(Duration::from_millis(250))
+    }
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(10));
+        d
+    }
+}
+
+impl Actor {
+    fn new(
+        target: Target,
+        id: PodId,
+        registration: Registration,
+        deps: Vec<DependencyPattern>,
+        cmds: mpsc::Receiver<ZkCommand>,
+        events: mpsc::Sender<ZkEvent>,
+    ) -> Actor {
+        let full = format!("{}.{}", id.namespace, id.cluster);
+        Actor {
+            acls: target.cluster_acls(),
+            target,
+            p: cluster_path(&full),
+            full,
+            first_seq: id.seq,
+            id,
+            registration,
+            deps,
+            cmds,
+            events,
+            gone: false,
+        }
+    }
+
+    async fn run(mut self) {
+        let mut after_expiry = false;
+        loop {
+            let client = match self.connect().await {
+                Ok(client) => client,
+                Err(exit) => return self.finish(exit),
+            };
+            match self.session(client, after_expiry).await {
+                Exit::Expired => after_expiry = true,
+                Exit::Reset => after_expiry = false,
+                exit => return self.finish(exit),
+            }
+        }
+    }
+
+    fn finish(&self, exit: Exit) {
+        if let Exit::Leave(tx) = exit {
+            let _ = tx.send(());
+        }
+        tracing::info!("coordinator stopped");
+    }
+
+    async fn emit(&mut self, event: ZkEvent) {
+        if self.events.send(event).await.is_err() {
+            self.gone = true;
+        }
+    }
+
+    /// Connects, retrying with backoff; commands meanwhile get their "not connected" answer.
+    async fn connect(&mut self) -> Result<Client, Exit> {
+        let mut backoff = Backoff::new();
+        loop {
+            let target = self.target.clone();
+            let attempt = async move { target.connect().await };
+            tokio::pin!(attempt);
+            let result = loop {
+                tokio::select! {
+                    r = &mut attempt => break r,
+                    cmd = self.cmds.recv() => if let Some(exit) = self.offline(cmd).await {
+                        return Err(exit);
+                    },
+                }
+            };
+            match result {
+                Ok(client) => return Ok(client),
+                Err(e) => {
+                    let delay = backoff.next();
+                    tracing::warn!(error = %e, ?delay, "cannot reach ZooKeeper, retrying");
+                    let sleep = tokio::time::sleep(delay);
+                    tokio::pin!(sleep);
+                    loop {
+                        tokio::select! {
+                            _ = &mut sleep => break,
+                            cmd = self.cmds.recv() => if let Some(exit) = self.offline(cmd).await {
+                                return Err(exit);
+                            },
+                        }
+                    }
+                }
+            }
+            if self.gone {
+                return Err(Exit::Stopped);
+            }
+        }
+    }
+
+    /// A command while there is no session.
+    async fn offline(&mut self, cmd: Option<ZkCommand>) -> Option<Exit> {
+        match cmd {
+            None => Some(Exit::Stopped),
+            Some(ZkCommand::Leave(tx)) => Some(Exit::Leave(tx)),
+            Some(ZkCommand::Commit { round, .. }) => {
+                self.emit(ZkEvent::Committed {
+                    round,
+                    result: Err("not connected to ZooKeeper: nothing was written".into()),
+                })
+                .await;
+                None
+            }
+            Some(ZkCommand::WriteSnapshot { .. }) => {
+                tracing::warn!("snapshot not written: not connected to ZooKeeper");
+                None
+            }
+            Some(ZkCommand::Reset) => None,
+        }
+    }
+
+    async fn session(&mut self, client: Client, after_expiry: bool) -> Exit {
+        let state = client.state_watcher();
+        let (wtx, mut wrx) = mpsc::unbounded_channel();
+        let mut sess = Sess {
+            client,
+            state,
+            connected: true,
+            node: None,
+            own_watch: None,
+            role: Role::Idle,
+            wtx,
+        };
+        tracing::info!(session = %sess.client.session_id(), "connected to ZooKeeper");
+        self.emit(ZkEvent::Session(SessionState::Connected)).await;
+        let mut backoff = Backoff::new();
+        loop {
+            match self.register(&mut sess, after_expiry).await {
+                Ok(()) => break,
+                Err(_) if sess.client.state().is_terminated() => {
+                    self.emit(ZkEvent::Session(SessionState::Expired)).await;
+                    return Exit::Expired;
+                }
+                Err(e) => {
+                    let delay = backoff.next();
+                    tracing::warn!(error = %e, ?delay, "registration failed, retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        sess.role = Role::Contending(self.contend(&sess.client));
+        loop {
+            if self.gone {
+                self.close(sess, "the runtime went away").await;
+                return Exit::Stopped;
+            }
+            tokio::select! {
+                st = sess.state.changed() => {
+                    if let Some(exit) = self.on_state(&mut sess, st).await {
+                        return exit;
+                    }
+                }
+                cmd = self.cmds.recv() => {
+                    if let Some(exit) = self.on_command(&mut sess, cmd).await {
+                        return match exit {
+                            Exit::Stopped | Exit::Leave(_) | Exit::Reset => {
+                                let why = match &exit {
+                                    Exit::Reset => "reset",
+                                    _ => "leaving the cluster",
+                                };
+                                self.close(sess, why).await;
+                                exit
+                            }
+                            Exit::Expired => exit,
+                        };
+                    }
+                }
+                step = role_step(&mut sess.role) => self.on_role(&mut sess, step).await,
+                Some((tag, event)) = wrx.recv() => self.on_watch(&mut sess, tag, event).await,
+            }
+        }
+    }
+
+    /// Makes sure `/ochopod/clusters` (open), `P`, `P/pods` and `P/coordinator` (cluster ACL)
+    /// exist.
+    async fn ensure_layout(&self, client: &Client) -> Result<(), Error> {
+        let open = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        match client.mkdir(ROOT, &open).await {
+            Ok(()) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(Error::zk("mkdir", ROOT)(e)),
+        }
+        let ours = CreateMode::Persistent.with_acls(Acls::new(&self.acls));
+        for path in [
+            self.p.clone(),
+            format!("{}/pods", self.p),
+            format!("{}/coordinator", self.p),
+        ] {
+            match client.create(&path, b"", &ours).await {
+                Ok(_) | Err(zk::Error::NodeExists) => {}
+                Err(e) => return Err(Error::zk("create", path)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn payload(&self, seq: Option<u64>) -> Vec<u8> {
+        let mut reg = self.registration.clone();
+        reg.scrub_secrets();
+        reg.seq = seq;
+        reg.to_json().into_bytes()
+    }
+
+    /// Registers the pod: `P/pods/<key>.` (ephemeral sequential) holding the registration with
+    /// `seq` = the first seq.
+    ///
+    /// When the first seq is not known yet, registration takes two steps: create the node with
+    /// no `seq` in its payload (readers take the seq from the name's counter, so it is already
+    /// right), learn the counter, then atomically (one multi) delete it and create the final
+    /// node whose payload carries `seq` = that counter. Readers see the same key and seq
+    /// throughout; if the swap fails, the first node stays (it is correct as it is).
+    async fn register(&mut self, sess: &mut Sess, after_expiry: bool) -> Result<(), Error> {
+        self.ensure_layout(&sess.client).await?;
+        let dir = format!("{}/pods", self.p);
+        let prefix = format!("{dir}/{}.", self.id.key);
+        let options = CreateMode::EphemeralSequential.with_acls(Acls::new(&self.acls));
+        let (seq, counter) = match self.first_seq {
+            Some(seq) => {
+                let (_, counter) = sess
+                    .client
+                    .create(&prefix, &self.payload(Some(seq)), &options)
+                    .await
+                    .map_err(Error::zk("create", prefix.clone()))?;
+                (seq, counter.to_string())
+            }
+            None => {
+                let (_, first) = sess
+                    .client
+                    .create(&prefix, &self.payload(None), &options)
+                    .await
+                    .map_err(Error::zk("create", prefix.clone()))?;
+                let seq = u64::try_from(first.into_i64()).unwrap_or_default();
+                self.first_seq = Some(seq);
+                let mut writer = sess.client.new_multi_writer();
+                let swapped = async {
+                    writer.add_delete(&format!("{prefix}{first}"), None)?;
+                    writer.add_create(&prefix, &self.payload(Some(seq)), &options)?;
+                    let results = writer.commit().await.map_err(zk::Error::from)?;
+                    match results.into_iter().nth(1) {
+                        Some(zk::MultiWriteResult::Create { path, .. }) => Ok(path),
+                        other => Err(zk::Error::UnexpectedError(format!(
+                            "multi create answered {other:?}"
+                        ))),
+                    }
+                }
+                .await;
+                match swapped {
+                    Ok(path) => (seq, path[prefix.len()..].to_string()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not rewrite the registration with its seq; keeping the first node");
+                        // Find which of our nodes exists (the multi may have landed).
+                        let mine = sess
+                            .client
+                            .list_ephemerals(&dir)
+                            .await
+                            .map_err(Error::zk("list_ephemerals", dir.clone()))?;
+                        let name = mine
+                            .iter()
+                            .filter_map(|p| p.strip_prefix(&prefix))
+                            .max()
+                            .map(str::to_string)
+                            .ok_or_else(|| Error::zk("create", prefix.clone())(e))?;
+                        (seq, name)
+                    }
+                }
+            }
+        };
+        let node = format!("{}.{counter}", self.id.key);
+        self.watch_own_node(sess, &node).await?;
+        sess.node = Some(node.clone());
+        tracing::info!(%node, seq, "registered");
+        self.emit(ZkEvent::Registered {
+            seq,
+            node,
+            after_expiry,
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Watches our own pod node, so a deletion behind our back registers the pod again.
+    async fn watch_own_node(&self, sess: &mut Sess, node: &str) -> Result<(), Error> {
+        if let Some(task) = sess.own_watch.take() {
+            task.abort();
+        }
+        let path = format!("{}/pods/{node}", self.p);
+        let (_, task) = watch_exists(
+            &sess.client,
+            &path,
+            Tag::OwnNode(node.to_string()),
+            sess.wtx.clone(),
+        )
+        .await?;
+        sess.own_watch = Some(task);
+        Ok(())
+    }
+
+    fn contend(&self, client: &Client) -> LockFuture {
+        let client = client.clone();
+        let prefix = format!("{}/coordinator/{}{LOCK_NAME}", self.p, hex32(&self.id.key));
+        let acls = self.acls.clone();
+        let data = self.id.key.clone().into_bytes();
+        Box::pin(async move {
+            let prefix = LockPrefix::new_custom(prefix, LOCK_NAME)?;
+            let options = LockOptions::new(Acls::new(&acls))
+                .with_ancestor_options(CreateMode::Persistent.with_acls(Acls::new(&acls)))?;
+            let lock = client.lock(prefix, &data, options).await?;
+            Ok(lock.into_owned())
+        })
+    }
+
+    async fn on_state(&mut self, sess: &mut Sess, state: zk::SessionState) -> Option<Exit> {
+        match state {
+            zk::SessionState::Disconnected => {
+                tracing::warn!("disconnected from ZooKeeper");
+                sess.connected = false;
+                self.emit(ZkEvent::Session(SessionState::Disconnected))
+                    .await;
+                None
+            }
+            zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
+                tracing::info!("reconnected to ZooKeeper");
+                sess.connected = true;
+                self.emit(ZkEvent::Session(SessionState::Connected)).await;
+                if matches!(sess.role, Role::Leading(_)) {
+                    // Persistent watches may miss events across a reconnection
+                    // (ZOOKEEPER-4698): read everything once again.
+                    self.refresh_all(sess).await;
+                }
+                None
+            }
+            terminal => {
+                tracing::warn!(state = %terminal, "ZooKeeper session lost");
+                if matches!(sess.role, Role::Leading(_)) {
+                    sess.role = Role::Idle;
+                    self.emit(ZkEvent::Deposed {
+                        reason: format!("ZooKeeper session {terminal}"),
+                    })
+                    .await;
+                }
+                sess.role = Role::Idle;
+                self.emit(ZkEvent::Session(SessionState::Expired)).await;
+                Some(Exit::Expired)
+            }
+        }
+    }
+
+    async fn on_command(&mut self, sess: &mut Sess, cmd: Option<ZkCommand>) -> Option<Exit> {
+        match cmd {
+            None => Some(Exit::Stopped),
+            Some(ZkCommand::Leave(tx)) => Some(Exit::Leave(tx)),
+            Some(ZkCommand::Reset) => Some(Exit::Reset),
+            Some(ZkCommand::Commit {
+                round,
+                epoch,
+                hash,
+                snapshot,
+            }) => {
+                let result = self
+                    .fenced_write(
+                        &sess.client,
+                        sess.leader(),
+                        sess.connected,
+                        epoch,
+                        &snapshot,
+                        Some(&hash),
+                    )
+                    .await;
+                let answer = result
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| e.message().to_string());
+                if let Err(e) = &answer {
+                    tracing::warn!(round, error = %e, "commit failed");
+                } else {
+                    tracing::info!(round, %hash, pods = snapshot.len(), "committed");
+                }
+                self.emit(ZkEvent::Committed {
+                    round,
+                    result: answer,
+                })
+                .await;
+                if let Err(WriteError::LockLost(why)) = result {
+                    self.depose(sess, why).await;
+                }
+                None
+            }
+            Some(ZkCommand::WriteSnapshot { epoch, snapshot }) => {
+                match self
+                    .fenced_write(
+                        &sess.client,
+                        sess.leader(),
+                        sess.connected,
+                        epoch,
+                        &snapshot,
+                        None,
+                    )
+                    .await
+                {
+                    Ok(()) => tracing::info!(pods = snapshot.len(), "snapshot written"),
+                    Err(WriteError::Other(e)) => tracing::warn!(error = %e, "snapshot not written"),
+                    Err(WriteError::LockLost(why)) => {
+                        tracing::warn!(error = %why, "snapshot not written");
+                        self.depose(sess, why).await;
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Writes `P/snapshot` (ephemeral, ours) and optionally `P/hash` in one transaction that
+    /// first checks our lock node: after the lock is lost, nothing lands.
+    async fn fenced_write(
+        &self,
+        client: &Client,
+        leader: Option<&Leader>,
+        connected: bool,
+        epoch: Epoch,
+        snapshot: &Pods,
+        hash: Option<&str>,
+    ) -> Result<(), WriteError> {
+        let Some(leader) = leader else {
+            return Err(WriteError::Other(
+                "not the leader: nothing was written".into(),
+            ));
+        };
+        if leader.epoch != epoch {
+            return Err(WriteError::Other(format!(
+                "stale epoch {epoch}: this pod now leads under {}; nothing was written",
+                leader.epoch
+            )));
+        }
+        if !connected {
+            return Err(WriteError::Other(
+                "disconnected from ZooKeeper: nothing was written".into(),
+            ));
+        }
+        let json = serde_json::to_vec(snapshot).map_err(|e| WriteError::Other(e.to_string()))?;
+        if json.len() > MAX_SNAPSHOT_BYTES {
+            return Err(WriteError::Other(format!(
+                "the snapshot of {} pods is {} bytes, over ZooKeeper's 1 MiB node limit \
+                 (jute.maxbuffer, about 2,000 pods of ~400 bytes): split the cluster, or raise \
+                 jute.maxbuffer on every server and client",
+                snapshot.len(),
+                json.len()
+            )));
+        }
+        let snap_path = format!("{}/snapshot", self.p);
+        let hash_path = format!("{}/hash", self.p);
+        let other = |e: zk::Error| WriteError::Other(format!("ZooKeeper refused the write: {e}"));
+        let (snap_stat, hash_stat) =
+            tokio::join!(client.check_stat(&snap_path), client.check_stat(&hash_path));
+        let (snap_stat, hash_stat) = (snap_stat.map_err(other)?, hash_stat.map_err(other)?);
+        let ours = Acls::new(&self.acls);
+        let mut writer = leader.lock.new_check_writer();
+        let build = (|| {
+            match snap_stat {
+                None => {
+                    writer.add_create(&snap_path, &json, &CreateMode::Ephemeral.with_acls(ours))?
+                }
+                Some(stat) if stat.ephemeral_owner == client.session_id().0 => {
+                    writer.add_set_data(&snap_path, &json, Some(stat.version))?
+                }
+                Some(stat) => {
+                    // A previous leader's (or a persistent) snapshot: replace it with ours.
+                    writer.add_delete(&snap_path, Some(stat.version))?;
+                    writer.add_create(&snap_path, &json, &CreateMode::Ephemeral.with_acls(ours))?;
+                }
+            }
+            if let Some(hash) = hash {
+                match hash_stat {
+                    None => writer.add_create(
+                        &hash_path,
+                        hash.as_bytes(),
+                        &CreateMode::Persistent.with_acls(ours),
+                    )?,
+                    Some(stat) => {
+                        writer.add_set_data(&hash_path, hash.as_bytes(), Some(stat.version))?
+                    }
+                }
+            }
+            Ok::<_, zk::Error>(())
+        })();
+        build.map_err(other)?;
+        match writer.commit().await {
+            Ok(_) => Ok(()),
+            Err(zk::CheckWriteError::CheckFailed { source }) => Err(WriteError::LockLost(format!(
+                "lock node {} is gone ({source}): the write was refused",
+                leader.lock_path
+            ))),
+            Err(e) => Err(WriteError::Other(format!(
+                "ZooKeeper refused the write: {e}"
+            ))),
+        }
+    }
+
+    async fn on_role(&mut self, sess: &mut Sess, step: RoleEvent) {
+        match step {
+            RoleEvent::Retry => sess.role = Role::Contending(self.contend(&sess.client)),
+            RoleEvent::Acquired(Ok(lock)) => {
+                sess.role = Role::Idle;
+                match self.lead(sess, lock).await {
+                    Ok(leader) => sess.role = Role::Leading(leader),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not take up leadership; contending again");
+                        sess.role =
+                            Role::Backoff(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
+                    }
+                }
+            }
+            RoleEvent::Acquired(Err(e)) => {
+                if sess.client.state().is_terminated() {
+                    // The state watcher reports the expiry next.
+                    sess.role = Role::Idle;
+                } else if e == zk::Error::RuntimeInconsistent {
+                    tracing::warn!("our lock contender vanished; contending again");
+                    sess.role = Role::Contending(self.contend(&sess.client));
+                } else {
+                    tracing::warn!(error = %e, "lock contention failed; retrying");
+                    sess.role = Role::Backoff(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
+                }
+            }
+        }
+    }
+
+    /// Takes up leadership: watches first, then reads, then `Elected`.
+    async fn lead(&mut self, sess: &mut Sess, lock: OwnedLockClient) -> Result<Box<Leader>, Error> {
+        let client = sess.client.clone();
+        let lock_path = lock.lock_path().to_string();
+        let seq = lock_seq(&lock_path)
+            .ok_or_else(|| Error::Input(format!("lock node {lock_path} has no sequence number")))?;
+        let mut leader = Box::new(Leader {
+            lock,
+            lock_path: lock_path.clone(),
+            epoch: Epoch { czxid: 0, seq },
+            tasks: HashMap::new(),
+            pods_cache: HashMap::new(),
+            members: Pods::new(),
+            deps: BTreeMap::new(),
+        });
+        let (exists, task) = watch_exists(
+            &client,
+            &lock_path,
+            Tag::Lock(lock_path.clone()),
+            sess.wtx.clone(),
+        )
+        .await?;
+        leader.tasks.insert(Tag::Lock(lock_path.clone()), task);
+        if !exists {
+            return Err(Error::Input(format!("lock node {lock_path} vanished")));
+        }
+        let coordinator = format!("{}/coordinator", self.p);
+        let stat = client
+            .check_stat(&coordinator)
+            .await
+            .map_err(Error::zk("check_stat", coordinator.clone()))?
+            .ok_or_else(|| Error::Input(format!("{coordinator} vanished")))?;
+        leader.epoch.czxid = stat.czxid;
+        let pods_dir = format!("{}/pods", self.p);
+        let task = watch_persistent(&client, &pods_dir, Tag::Pods, sess.wtx.clone()).await?;
+        leader.tasks.insert(Tag::Pods, task);
+        if !self.deps.is_empty() {
+            let task = watch_persistent(&client, ROOT, Tag::Clusters, sess.wtx.clone()).await?;
+            leader.tasks.insert(Tag::Clusters, task);
+        }
+        let nodes = layout::read_pods(&client, &pods_dir, &mut leader.pods_cache).await?;
+        leader.members = layout::to_pods(nodes);
+        let committed_hash = layout::read_hash(&client, &self.p).await?;
+        let snap_path = format!("{}/snapshot", self.p);
+        let snapshot_exists = client
+            .check_stat(&snap_path)
+            .await
+            .map_err(Error::zk("check_stat", snap_path))?
+            .is_some();
+        if !self.deps.is_empty() {
+            for cluster in self.matching(&layout::list_clusters(&client).await?) {
+                let update = self
+                    .track(&client, &mut leader, &sess.wtx, &cluster)
+                    .await?;
+                leader.deps.insert(cluster, update);
+            }
+        }
+        tracing::info!(epoch = %leader.epoch, pods = leader.members.len(), "elected leader");
+        self.emit(ZkEvent::Elected {
+            epoch: leader.epoch,
+            committed_hash,
+            snapshot_exists,
+            members: leader.members.clone(),
+            dependencies: leader.deps.values().cloned().collect(),
+        })
+        .await;
+        Ok(leader)
+    }
+
+    fn matching(&self, clusters: &[String]) -> Vec<String> {
+        clusters
+            .iter()
+            .filter(|c| self.deps.iter().any(|d| d.matches(c, &self.full)))
+            .cloned()
+            .collect()
+    }
+
+    /// Starts watching a dependency cluster, then reads it.
+    async fn track(
+        &self,
+        client: &Client,
+        leader: &mut Leader,
+        wtx: &WatchTx,
+        cluster: &str,
+    ) -> Result<DependencyUpdate, Error> {
+        let d = cluster_path(cluster);
+        for (path, tag) in [
+            (format!("{d}/pods"), Tag::DepPods(cluster.to_string())),
+            (
+                format!("{d}/snapshot"),
+                Tag::DepSnapshot(cluster.to_string()),
+            ),
+        ] {
+            if let std::collections::hash_map::Entry::Vacant(slot) = leader.tasks.entry(tag) {
+                let tag = slot.key().clone();
+                slot.insert(watch_persistent(client, &path, tag, wtx.clone()).await?);
+            }
+        }
+        Ok(DependencyUpdate {
+            cluster: cluster.to_string(),
+            snapshot: layout::read_snapshot(client, &d).await?,
+            has_pods: has_pods(client, &d).await?,
+        })
+    }
+
+    async fn depose(&mut self, sess: &mut Sess, reason: String) {
+        if let Role::Leading(leader) = std::mem::replace(&mut sess.role, Role::Idle) {
+            // Dropping the leader stops its watches and deletes its lock node (if still there).
+            drop(leader);
+            tracing::warn!(%reason, "deposed");
+            self.emit(ZkEvent::Deposed { reason }).await;
+            sess.role = Role::Contending(self.contend(&sess.client));
+        }
+    }
+
+    async fn on_watch(&mut self, sess: &mut Sess, tag: Tag, event: WatchedEvent) {
+        match tag {
+            Tag::OwnNode(node) => {
+                if sess.node.as_deref() == Some(node.as_str())
+                    && event.event_type == EventType::NodeDeleted
+                {
+                    tracing::warn!(%node, "our pod node was deleted; registering again");
+                    sess.node = None;
+                    if let Err(e) = self.register(sess, false).await {
+                        tracing::warn!(error = %e, "registering again failed");
+                    }
+                } else if sess.node.as_deref() == Some(node.as_str()) {
+                    if let Err(e) = self.watch_own_node(sess, &node).await {
+                        tracing::warn!(error = %e, "cannot watch our pod node");
+                    }
+                }
+            }
+            Tag::Lock(path) => {
+                let ours = matches!(&sess.role, Role::Leading(l) if l.lock_path == path);
+                if !ours {
+                    return;
+                }
+                if event.event_type == EventType::NodeDeleted {
+                    self.depose(sess, format!("lock node {path} was deleted"))
+                        .await;
+                } else {
+                    self.check_lock(sess).await;
+                }
+            }
+            Tag::Pods => self.refresh_members(sess).await,
+            Tag::Clusters => self.refresh_clusters(sess).await,
+            Tag::DepPods(cluster) => self.refresh_dep(sess, &cluster, false, true).await,
+            Tag::DepSnapshot(cluster) => self.refresh_dep(sess, &cluster, true, false).await,
+        }
+    }
+
+    /// Re-arms the watch on our lock node; deposes when it is gone.
+    async fn check_lock(&mut self, sess: &mut Sess) {
+        let Role::Leading(leader) = &mut sess.role else {
+            return;
+        };
+        let path = leader.lock_path.clone();
+        let tag = Tag::Lock(path.clone());
+        match watch_exists(&sess.client, &path, tag.clone(), sess.wtx.clone()).await {
+            Ok((true, task)) => {
+                if let Some(old) = leader.tasks.insert(tag, task) {
+                    old.abort();
+                }
+            }
+            Ok((false, task)) => {
+                task.abort();
+                self.depose(sess, format!("lock node {path} was deleted"))
+                    .await;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot check our lock node"),
+        }
+    }
+
+    async fn refresh_all(&mut self, sess: &mut Sess) {
+        self.check_lock(sess).await;
+        self.refresh_members(sess).await;
+        if !self.deps.is_empty() {
+            self.refresh_clusters(sess).await;
+            let clusters: Vec<String> = match &sess.role {
+                Role::Leading(l) => l.deps.keys().cloned().collect(),
+                _ => Vec::new(),
+            };
+            for cluster in clusters {
+                self.refresh_dep(sess, &cluster, true, true).await;
+            }
+        }
+    }
+
+    async fn refresh_members(&mut self, sess: &mut Sess) {
+        let Role::Leading(leader) = &mut sess.role else {
+            return;
+        };
+        let dir = format!("{}/pods", self.p);
+        match layout::read_pods(&sess.client, &dir, &mut leader.pods_cache).await {
+            Ok(nodes) => {
+                let members = layout::to_pods(nodes);
+                if members != leader.members {
+                    leader.members = members.clone();
+                    tracing::info!(pods = members.len(), "membership changed");
+                    self.emit(ZkEvent::Members(members)).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the cluster's pods"),
+        }
+    }
+
+    async fn refresh_clusters(&mut self, sess: &mut Sess) {
+        let clusters = match layout::list_clusters(&sess.client).await {
+            Ok(clusters) => self.matching(&clusters),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list clusters");
+                return;
+            }
+        };
+        let Role::Leading(leader) = &mut sess.role else {
+            return;
+        };
+        let gone: Vec<String> = leader
+            .deps
+            .keys()
+            .filter(|c| !clusters.contains(c))
+            .cloned()
+            .collect();
+        let mut updates = Vec::new();
+        for cluster in gone {
+            leader.deps.remove(&cluster);
+            for tag in [
+                Tag::DepPods(cluster.clone()),
+                Tag::DepSnapshot(cluster.clone()),
+            ] {
+                if let Some(task) = leader.tasks.remove(&tag) {
+                    task.abort();
+                }
+            }
+            updates.push(DependencyUpdate {
+                cluster,
+                snapshot: None,
+                has_pods: false,
+            });
+        }
+        for cluster in clusters {
+            if leader.deps.contains_key(&cluster) {
+                continue;
+            }
+            match self.track(&sess.client, leader, &sess.wtx, &cluster).await {
+                Ok(update) => {
+                    leader.deps.insert(cluster, update.clone());
+                    updates.push(update);
+                }
+                Err(e) => tracing::warn!(error = %e, %cluster, "cannot read a dependency"),
+            }
+        }
+        for update in updates {
+            tracing::info!(cluster = %update.cluster, has_pods = update.has_pods, "dependency changed");
+            self.emit(ZkEvent::Dependency(update)).await;
+        }
+    }
+
+    async fn refresh_dep(&mut self, sess: &mut Sess, cluster: &str, snapshot: bool, pods: bool) {
+        let Role::Leading(leader) = &mut sess.role else {
+            return;
+        };
+        let Some(old) = leader.deps.get(cluster) else {
+            return;
+        };
+        let d = cluster_path(cluster);
+        let mut update = old.clone();
+        if snapshot {
+            match layout::read_snapshot(&sess.client, &d).await {
+                Ok(s) => update.snapshot = s,
+                Err(e) => return tracing::warn!(error = %e, %cluster, "cannot read a dependency"),
+            }
+        }
+        if pods {
+            match has_pods(&sess.client, &d).await {
+                Ok(h) => update.has_pods = h,
+                Err(e) => return tracing::warn!(error = %e, %cluster, "cannot read a dependency"),
+            }
+        }
+        if &update != old {
+            leader.deps.insert(cluster.to_string(), update.clone());
+            tracing::info!(%cluster, has_pods = update.has_pods, "dependency changed");
+            self.emit(ZkEvent::Dependency(update)).await;
+        }
+    }
+
+    /// Leaves: lock released, pod node deleted, session closed (and waited for).
+    async fn close(&mut self, mut sess: Sess, why: &str) {
+        if let Role::Leading(leader) = std::mem::replace(&mut sess.role, Role::Idle) {
+            self.emit(ZkEvent::Deposed {
+                reason: why.to_string(),
+            })
+            .await;
+            if let Err(e) = sess.client.delete(&leader.lock_path, None).await {
+                tracing::debug!(error = %e, "lock node already gone");
+            }
+            drop(leader);
+        }
+        if let Some(task) = sess.own_watch.take() {
+            task.abort();
+        }
+        if let Some(node) = sess.node.take() {
+            let path = format!("{}/pods/{node}", self.p);
+            if let Err(e) = sess.client.delete(&path, None).await {
+                tracing::debug!(error = %e, %path, "pod node already gone");
+            }
+        }
+        let mut state = sess.state.clone();
+        drop(sess);
+        // The session closes once every client clone is gone (background lock clean-ups hold
+        // one briefly); wait for it, bounded.
+        let timeout = self.target.session_timeout.max(Duration::from_secs(1));
+        let _ = tokio::time::timeout(timeout, async {
+            while !state.peek_state().is_terminated() {
+                state.changed().await;
+            }
+        })
+        .await;
+        tracing::info!(%why, "left ZooKeeper");
+    }
+}
+
+async fn has_pods(client: &Client, d: &str) -> Result<bool, Error> {
+    let path = format!("{d}/pods");
+    match client.list_children(&path).await {
+        Ok(children) => Ok(!children.is_empty()),
+        Err(zk::Error::NoNode) => Ok(false),
+        Err(e) => Err(Error::zk("list_children", path)(e)),
+    }
+}
+
+/// Sets a persistent watch on `path` (which may not exist yet) and forwards its node events.
+async fn watch_persistent(
+    client: &Client,
+    path: &str,
+    tag: Tag,
+    tx: WatchTx,
+) -> Result<JoinHandle<()>, Error> {
+    let mut watcher = client
+        .watch(path, AddWatchMode::Persistent)
+        .await
+        .map_err(Error::zk("watch", path))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let event = watcher.changed().await;
+            if event.event_type == EventType::Session {
+                if event.session_state.is_terminated() {
+                    return;
+                }
+                continue;
+            }
+            if tx.send((tag.clone(), event)).is_err() {
+                return;
+            }
+        }
+    }))
+}
+
+/// Checks that `path` exists and watches it once; forwards the node event.
+async fn watch_exists(
+    client: &Client,
+    path: &str,
+    tag: Tag,
+    tx: WatchTx,
+) -> Result<(bool, JoinHandle<()>), Error> {
+    let (stat, watcher) = client
+        .check_and_watch_stat(path)
+        .await
+        .map_err(Error::zk("check_stat", path))?;
+    let task = tokio::spawn(async move {
+        let event = watcher.changed().await;
+        if event.event_type != EventType::Session {
+            let _ = tx.send((tag, event));
+        }
+    });
+    Ok((stat.is_some(), task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_common::Zk;
+
+    /// The fence itself, without the actor's event loop in the way: once the lock node is
+    /// gone, the leader's transaction is refused and nothing lands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_after_the_lock_is_lost_does_not_land() {
+        let zk = Zk::start().await;
+        let target = Target::parse(&zk.settings()).unwrap();
+        let id = PodId {
+            namespace: "t".into(),
+            cluster: "fence".into(),
+            key: uuid::Uuid::new_v4().to_string(),
+            seq: None,
+        };
+        let (_cmd_tx, cmd_rx) = mpsc::channel(1);
+        let (ev_tx, _ev_rx) = mpsc::channel(16);
+        let actor = Actor::new(
+            target.clone(),
+            id,
+            Registration::default(),
+            Vec::new(),
+            cmd_rx,
+            ev_tx,
+        );
+        let client = target.connect().await.unwrap();
+        actor.ensure_layout(&client).await.unwrap();
+        let lock = actor.contend(&client).await.unwrap();
+        let lock_path = lock.lock_path().to_string();
+        let epoch = Epoch {
+            czxid: 1,
+            seq: lock_seq(&lock_path).unwrap(),
+        };
+        let leader = Leader {
+            lock,
+            lock_path: lock_path.clone(),
+            epoch,
+            tasks: HashMap::new(),
+            pods_cache: HashMap::new(),
+            members: Pods::new(),
+            deps: BTreeMap::new(),
+        };
+        let pods = Pods::new();
+        let write = |hash: &'static str, epoch: Epoch| {
+            actor.fenced_write(&client, Some(&leader), true, epoch, &pods, Some(hash))
+        };
+        assert!(write("h1", epoch).await.is_ok());
+        let stale = Epoch {
+            seq: epoch.seq + 1,
+            ..epoch
+        };
+        assert!(
+            matches!(write("h0", stale).await, Err(WriteError::Other(m)) if m.contains("stale epoch"))
+        );
+        zk.kazoo("zk.delete(sys.argv[2])", &[&lock_path]).await;
+        match write("h2", epoch).await {
+            Err(WriteError::LockLost(m)) => assert!(m.contains(&lock_path), "{m}"),
+            Err(WriteError::Other(m)) => panic!("not a lock loss: {m}"),
+            Ok(()) => panic!("a write landed after the lock was lost"),
+        }
+        let (hash, _) = client
+            .get_data("/ochopod/clusters/t.fence/hash")
+            .await
+            .unwrap();
+        assert_eq!(hash, b"h1");
+        drop(leader);
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        let good = PodId {
+            namespace: "prod".into(),
+            cluster: "web".into(),
+            key: uuid::Uuid::new_v4().to_string(),
+            seq: None,
+        };
+        assert!(check_id(&good).is_ok());
+        for bad in [
+            PodId {
+                namespace: "a.b".into(),
+                ..good.clone()
+            },
+            PodId {
+                cluster: "".into(),
+                ..good.clone()
+            },
+            PodId {
+                key: "x/y".into(),
+                ..good.clone()
+            },
+            PodId {
+                key: "".into(),
+                ..good.clone()
+            },
+        ] {
+            assert!(check_id(&bad).is_err(), "{bad:?}");
+        }
+    }
+}

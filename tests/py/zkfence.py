@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Replays a standalone ZooKeeper's transaction log and checks the leader fence of one cluster.
+
+    zkfence.py --data DIR --cluster /ochopod/clusters/NS.CL
+
+DIR is the server's data folder (holding `version-2/log.*`). The log is printed with ZooKeeper's
+own `TxnLogToolkit`, so every transaction is seen, in zxid order, with the session that made it:
+nothing a watcher could miss between two events.
+
+Checked (DESIGN section 3, "only the leader writes snapshot and hash, and only while it holds the
+lock"): every transaction that creates, sets or deletes `P/snapshot` or `P/hash` comes from the
+session owning the lowest lock contender under `P/coordinator` at that zxid. Closing sessions
+(expiry or close) delete their ephemerals and are not writes.
+
+Prints one JSON object: {"txns", "writes", "commits": [{"zxid", "session", "key", "snapshot"
+(keys), "hash"}], "violations": [text], "sessions": {session: key}, "contenders_seen"}.
+Exit codes: 0 ran (violations are in the output), 1 cannot read the log, 2 usage.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+RECORD = re.compile(r"^\S+, \S+ \S+ \S+ session (0x[0-9a-f]+) cxid \S+ zxid (0x[0-9a-f]+) (\w+)(.*)$")
+JARS = ["slf4j-api", "log4j-1.2", "slf4j-log4j12", "commons-cli"]
+
+
+def records(data_dir):
+    logs = sorted(glob.glob(os.path.join(data_dir, "version-2", "log.*")),
+                  key=lambda p: int(p.rsplit(".", 1)[1], 16))
+    cp = ":".join(["/usr/share/java/zookeeper.jar"] +
+                  [f"/usr/share/java/{j}.jar" for j in JARS if os.path.exists(f"/usr/share/java/{j}.jar")])
+    for log in logs:
+        out = subprocess.run(
+            ["java", "-cp", cp, "org.apache.zookeeper.server.persistence.TxnLogToolkit", "-d", log],
+            capture_output=True, check=False)
+        current = None
+        # latin-1: one char per byte, so the binary length prefixes of multi sub-records stay
+        # exactly 4 chars wide.
+        for line in out.stdout.decode("latin-1").split("\n"):
+            m = RECORD.match(line)
+            if m:
+                if current:
+                    yield current
+                current = [int(m.group(1), 16), int(m.group(2), 16), m.group(3), m.group(4)]
+            elif current:
+                current[3] += "\n" + line
+        if current:
+            yield current
+
+
+SUB = re.compile(r"(create2|createContainer|create|setData|delete|check|error):")
+
+
+def be32(text, i):
+    b = text[i:i + 4]
+    return int.from_bytes(b.encode("latin-1"), "big") if len(b) == 4 else -1
+
+
+def multi_ops(rest):
+    """Sub-records of a multi as TxnLogToolkit prints them: `op:` then the raw record, whose
+    path (and data) are each preceded by a 4-byte big-endian length."""
+    out = []
+    for m in SUB.finditer(rest):
+        op, i = m.group(1), m.end()
+        if op == "error":
+            return []  # a failed multi changes nothing
+        n = be32(rest, i)
+        if n <= 0 or n > 4096 or rest[i + 4:i + 5] != "/":
+            continue
+        path = rest[i + 4:i + 4 + n]
+        # The toolkit prints record bytes through a UTF-8 decoder, so a length byte above 0x7f
+        # may come out as a 3-byte replacement character: data is read from what follows the
+        # path (JSON up to its own end, a hash as its 64 hex digits), never by its length.
+        tail = rest[i + 4 + n:]
+        out.append(("create" if op.startswith("create") else op, path, tail))
+    return out
+
+
+def ops(kind, rest):
+    """(op, path, data or the text after the path) of one transaction; a multi gives several."""
+    rest = rest.strip(" ")
+    if kind == "multi":
+        return multi_ops(rest)
+    if kind in ("create", "create2", "createContainer", "createTTL"):
+        path, _, tail = rest.partition(",")
+        return [("create", path, tail)]
+    if kind == "setData":
+        path, _, tail = rest.partition(",")
+        return [("setData", path, tail)]
+    if kind == "delete":
+        return [("delete", rest.strip().lstrip("'"), "")]
+    return []
+
+
+def json_in(text):
+    i = text.find("{")
+    if i < 0:
+        return None
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text[i:])
+        return value
+    except ValueError:
+        return None
+
+
+def hex64(text):
+    m = re.search(r"[0-9a-f]{64}", text)
+    return m.group(0) if m else text.split(",")[0].strip()
+
+
+def lock_seq(path):
+    m = re.search(r"(\d+)$", path)
+    return int(m.group(1)) if m else -1
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="the ZooKeeper data folder (holding version-2/)")
+    p.add_argument("--cluster", required=True, help="the cluster path P, e.g. /ochopod/clusters/ns.cl")
+    args = p.parse_args()
+    if not os.path.isdir(os.path.join(args.data, "version-2")):
+        print(f"zkfence.py: no version-2/ in {args.data}: pass the server's data folder", file=sys.stderr)
+        return 1
+    base = args.cluster.rstrip("/")
+    coord, pods = base + "/coordinator/", base + "/pods/"
+    snapshot, hashp = base + "/snapshot", base + "/hash"
+    contenders = {}  # path -> session
+    sessions = {}  # session -> pod key (from its pod node)
+    seen = set()
+    commits, violations = [], []
+    txns = writes = 0
+    for session, zxid, kind, rest in records(args.data):
+        txns += 1
+        if kind == "closeSession":
+            for path in [c for c, s in contenders.items() if s == session]:
+                del contenders[path]
+            continue
+        todo = ops(kind, rest)
+        touches = [o for o in todo if o[1] in (snapshot, hashp) and o[0] in ("create", "setData", "delete")]
+        if touches:
+            writes += 1
+            holder = min(contenders.items(), key=lambda kv: lock_seq(kv[0]), default=None)
+            if holder is None or holder[1] != session:
+                who = sessions.get(session, "?")
+                violations.append(
+                    f"zxid {zxid:#x}: session {session:#x} (pod {who}) wrote "
+                    f"{', '.join(o[0] + ' ' + o[1] for o in touches)} while the lock holder was "
+                    f"{'nobody' if holder is None else holder[0] + ' of session ' + hex(holder[1])}")
+            snap = next((json_in(o[2]) for o in touches if o[1] == snapshot and o[0] != "delete"), None)
+            hval = next((hex64(o[2]) for o in touches if o[1] == hashp and o[0] != "delete"), None)
+            if hval is not None:
+                commits.append({"zxid": zxid, "session": session, "key": sessions.get(session),
+                                "snapshot": sorted(snap) if isinstance(snap, dict) else None,
+                                "hash": hval})
+        for op, path, _ in todo:
+            if path.startswith(coord) and "__lock__" in path:
+                if op == "create":
+                    contenders[path] = session
+                    seen.add(path)
+                elif op == "delete":
+                    contenders.pop(path, None)
+            elif path.startswith(pods) and op == "create":
+                sessions[session] = path[len(pods):].split(".", 1)[0]
+    json.dump({"txns": txns, "writes": writes, "commits": commits, "violations": violations,
+               "sessions": {hex(s): k for s, k in sessions.items()}, "contenders_seen": len(seen)},
+              sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,505 @@
+//! Mixed clusters and what ZooKeeper sees: [`Pod1x`], our Python pod that behaves like an
+//! Ochopod 1.x pod (`tests/py/pod1x.py`), a kazoo reading of one cluster ([`ClusterState`]), and
+//! ZooKeeper's own counters ([`mntr`], [`cons`]).
+
+use crate::error::{Error, Result};
+use crate::kazoo::{ensure_python_deps, Kazoo, ZNode};
+use crate::ports::free_port;
+use crate::util::{file_tail, workspace_root};
+use crate::wait::wait_until;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// One control call a [`Pod1x`] received.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    /// `check`, `on`, `off`, `ok` or `kill`.
+    pub task: String,
+    /// The `<timeout>` of the URL (whole seconds), when given.
+    pub timeout: Option<u64>,
+    /// The `X-Ochopod-Epoch` header, when sent (our leaders send it, 1.x leaders do not).
+    pub epoch: Option<String>,
+    /// The JSON body.
+    pub body: Value,
+}
+
+impl Call {
+    /// Keys of `body.pods`.
+    pub fn pod_keys(&self) -> BTreeSet<String> {
+        self.body
+            .get("pods")
+            .and_then(Value::as_object)
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A running `tests/py/pod1x.py`: registered under `pods/`, contending for the cluster lock,
+/// serving 1.x control routes on 127.0.0.1:[`Pod1x::port`]. Killed on drop.
+#[derive(Debug)]
+pub struct Pod1x {
+    child: Mutex<Option<Child>>,
+    dir: TempDir,
+    port: u16,
+    key: String,
+    seq: u64,
+    http: ureq::Agent,
+}
+
+impl Pod1x {
+    /// Starts a 1.x pod of `namespace.cluster` on ZooKeeper `hosts` with a 3 s session; with
+    /// `lead`, it configures the cluster (check, on, ok; snapshot; MD5 hash) while it holds the
+    /// lock. Returns once it is registered.
+    pub fn spawn(hosts: &str, namespace: &str, cluster: &str, lead: bool) -> Result<Pod1x> {
+        ensure_python_deps()?;
+        let dir = tempfile::Builder::new()
+            .prefix("ochopod-pod1x-")
+            .tempdir()
+            .map_err(|e| Error::io("creating a pod1x folder", e))?;
+        let port = free_port()?;
+        let out = dir.path().join("pod1x.out");
+        let open = |p: &Path| {
+            fs::File::create(p).map_err(|e| Error::io(format!("creating {}", p.display()), e))
+        };
+        let mut cmd = Command::new("python3");
+        cmd.arg(workspace_root().join("tests/py/pod1x.py"))
+            .args([
+                "--hosts",
+                hosts,
+                "--namespace",
+                namespace,
+                "--cluster",
+                cluster,
+            ])
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--calls")
+            .arg(dir.path().join("calls.jsonl"))
+            .stdin(Stdio::null())
+            .stdout(open(&out)?)
+            .stderr(open(&dir.path().join("pod1x.log"))?);
+        if lead {
+            cmd.arg("--lead");
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::io("starting python3 tests/py/pod1x.py", e))?;
+        let mut pod = Pod1x {
+            child: Mutex::new(Some(child)),
+            dir,
+            port,
+            key: String::new(),
+            seq: 0,
+            http: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build()
+                .into(),
+        };
+        let first: Value = wait_until(Duration::from_secs(30), "pod1x to register", || {
+            if let Some(line) = fs::read_to_string(&out)
+                .ok()
+                .and_then(|t| t.lines().next().map(str::to_string))
+            {
+                return serde_json::from_str(&line).map_err(|e| format!("{e}: {line:?}"));
+            }
+            if !pod.is_alive() {
+                return Err(format!("pod1x exited; log: {}", pod.log_tail(1500)));
+            }
+            Err("not registered yet".into())
+        })?;
+        pod.key = first["key"].as_str().unwrap_or_default().to_string();
+        pod.seq = first["seq"].as_u64().unwrap_or_default();
+        if pod.key.is_empty() {
+            return Err(Error::Payload {
+                from: "tests/py/pod1x.py".into(),
+                why: format!("no key in its first line: {first}"),
+            });
+        }
+        Ok(pod)
+    }
+
+    /// The pod's key (its UUID).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The ZooKeeper counter of its registration.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Its control port on 127.0.0.1 (registered as `ports {"8080": port}`, `port "8080"`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its folder (`calls.jsonl`, `pod1x.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The last `max` bytes of its log.
+    pub fn log_tail(&self, max: usize) -> String {
+        file_tail(&self.dir.path().join("pod1x.log"), max)
+    }
+
+    /// True while the process runs.
+    pub fn is_alive(&self) -> bool {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        match child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Every control call received so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        let text = fs::read_to_string(self.dir.path().join("calls.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| Call {
+                task: v["task"].as_str().unwrap_or_default().to_string(),
+                timeout: v["timeout"].as_u64(),
+                epoch: v["epoch"].as_str().map(str::to_string),
+                body: v["body"].clone(),
+            })
+            .collect()
+    }
+
+    fn post(&self, path: &str) -> Result<Value> {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let mut resp = self.http.post(&url).send_empty().map_err(|e| Error::Http {
+            url: url.clone(),
+            why: e.to_string(),
+        })?;
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        serde_json::from_str(&text).map_err(|e| Error::Payload {
+            from: url,
+            why: format!("not JSON ({e}): {text:?}"),
+        })
+    }
+
+    /// Its `/info`: {key, seq, cluster, state (`leader` while it holds the lock, else
+    /// `follower`), process, lock_node}.
+    pub fn info(&self) -> Result<Value> {
+        self.post("/info")
+    }
+
+    /// True while it holds the cluster lock (its `/info` says `leader`).
+    pub fn is_leading(&self) -> Result<bool> {
+        Ok(self.info()?["state"] == "leader")
+    }
+
+    /// Releases the lock and stops competing; it stays registered and keeps answering.
+    pub fn release(&self) -> Result<()> {
+        self.post("/release").map(drop)
+    }
+
+    fn signal(&self, sig: Signal) -> Result<()> {
+        let child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        let pid = child
+            .as_ref()
+            .map(Child::id)
+            .ok_or_else(|| Error::Usage("pod1x is not running".into()))?;
+        kill(Pid::from_raw(pid as i32), sig)
+            .map_err(|e| Error::io(format!("sending {sig} to pod1x"), e.into()))
+    }
+
+    /// SIGKILL: its nodes vanish when its session expires.
+    pub fn kill9(&self) -> Result<()> {
+        self.signal(Signal::SIGKILL)?;
+        wait_until(Duration::from_secs(10), "pod1x to exit", || {
+            if self.is_alive() {
+                Err("still running".into())
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+impl Drop for Pod1x {
+    fn drop(&mut self) {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut c) = child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One cluster as ZooKeeper holds it (DESIGN section 3), read by kazoo.
+#[derive(Clone, Debug)]
+pub struct ClusterState {
+    /// Pod nodes `<key>.<seq>` with a JSON object payload, by key: (payload, node).
+    pub pods: BTreeMap<String, (Value, ZNode)>,
+    /// Every other node under `pods/`.
+    pub foreign: Vec<ZNode>,
+    /// Lock contenders sorted by sequence (the first holds the lock).
+    pub contenders: Vec<ZNode>,
+    /// `snapshot` payload, with its node.
+    pub snapshot: Option<(Value, ZNode)>,
+    /// `hash`.
+    pub hash: Option<String>,
+    /// czxid of `coordinator`.
+    pub coordinator_czxid: Option<i64>,
+}
+
+impl ClusterState {
+    /// Reads `/ochopod/clusters/<namespace>.<cluster>`; `Err` as text (for [`wait_until`]).
+    pub fn read(kz: &Kazoo, namespace: &str, cluster: &str) -> Result<ClusterState, String> {
+        let root = kz
+            .dump(&Kazoo::cluster_path(namespace, cluster))
+            .map_err(|e| e.to_string())?
+            .ok_or("no cluster node yet")?;
+        let mut pods = BTreeMap::new();
+        let mut foreign = Vec::new();
+        for node in root
+            .at("pods")
+            .map(|p| p.children.clone())
+            .unwrap_or_default()
+        {
+            let ours = node.name.rsplit_once('.').and_then(|(k, s)| {
+                let digits = s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit());
+                let payload = node.json().ok().filter(Value::is_object)?;
+                digits.then(|| (k.to_string(), payload))
+            });
+            match ours {
+                Some((key, payload)) => {
+                    pods.insert(key, (payload, node));
+                }
+                None => foreign.push(node),
+            }
+        }
+        let coordinator = root.child("coordinator");
+        let mut contenders = coordinator.map(|c| c.children.clone()).unwrap_or_default();
+        contenders.sort_by_key(|c| lock_seq(&c.name));
+        let snapshot = match root.child("snapshot") {
+            Some(n) => Some((n.json().map_err(|e| e.to_string())?, n.clone())),
+            None => None,
+        };
+        Ok(ClusterState {
+            pods,
+            foreign,
+            contenders,
+            snapshot,
+            hash: root.child("hash").and_then(|h| h.data.clone()),
+            coordinator_czxid: coordinator.map(|c| c.czxid),
+        })
+    }
+
+    /// Keys of the registered pods.
+    pub fn pod_keys(&self) -> BTreeSet<String> {
+        self.pods.keys().cloned().collect()
+    }
+
+    /// Keys of `snapshot` (empty when missing).
+    pub fn snapshot_keys(&self) -> BTreeSet<String> {
+        self.snapshot
+            .as_ref()
+            .and_then(|(s, _)| s.as_object())
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The session holding the lock (owner of the lowest contender).
+    pub fn holder_session(&self) -> Option<i64> {
+        self.contenders.first().map(|c| c.ephemeral_owner)
+    }
+
+    /// The session owning pod `key`'s node.
+    pub fn session_of(&self, key: &str) -> Option<i64> {
+        self.pods.get(key).map(|(_, n)| n.ephemeral_owner)
+    }
+
+    /// The seq pod `key` publishes: its payload's `seq`, else its node's counter.
+    pub fn seq_of(&self, key: &str) -> Option<u64> {
+        let (payload, node) = self.pods.get(key)?;
+        payload
+            .get("seq")
+            .and_then(Value::as_u64)
+            .or_else(|| Some(lock_seq(&node.name)))
+    }
+}
+
+/// The trailing counter of a sequential node name (`u64::MAX` when none).
+fn lock_seq(name: &str) -> u64 {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    name[name.len() - digits..].parse().unwrap_or(u64::MAX)
+}
+
+/// Sends a four-letter word (`mntr`, `cons`, `srvr`, ...) to a ZooKeeper on 127.0.0.1:`port`
+/// and returns its answer (the server must whitelist it, as `scripts/zk.sh` does).
+pub fn four_letter(port: u16, word: &str) -> Result<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let what = format!("asking ZooKeeper {addr} `{word}`");
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| Error::io(what.clone(), e))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| Error::io(what.clone(), e))?;
+    s.write_all(word.as_bytes())
+        .map_err(|e| Error::io(what.clone(), e))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| Error::io(what, e))?;
+    Ok(out)
+}
+
+/// `mntr` as a map (`zk_packets_received` -> `"123"`, ...).
+pub fn mntr(port: u16) -> Result<BTreeMap<String, String>> {
+    let out = four_letter(port, "mntr")?;
+    let map: BTreeMap<String, String> = out
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    if map.is_empty() {
+        return Err(Error::Payload {
+            from: "mntr".into(),
+            why: format!("no `key<TAB>value` lines (is `4lw.commands.whitelist` set?): {out:?}"),
+        });
+    }
+    Ok(map)
+}
+
+/// One client connection as `cons` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// The session id (`0x...`).
+    pub sid: String,
+    /// Packets received from this client.
+    pub recved: u64,
+    /// The last client xid: every request but a ping advances it.
+    pub lcxid: String,
+}
+
+/// Every client session `cons` shows, by session id (the `cons` connection itself has none).
+pub fn cons(port: u16) -> Result<BTreeMap<String, Connection>> {
+    let out = four_letter(port, "cons")?;
+    let field = |line: &str, name: &str| {
+        line.split([',', '(', ')']).find_map(|f| {
+            f.trim()
+                .strip_prefix(&format!("{name}="))
+                .map(str::to_string)
+        })
+    };
+    Ok(out
+        .lines()
+        .filter_map(|line| {
+            let sid = field(line, "sid")?;
+            Some((
+                sid.clone(),
+                Connection {
+                    sid,
+                    recved: field(line, "recved")?.parse().ok()?,
+                    lcxid: field(line, "lcxid")?,
+                },
+            ))
+        })
+        .collect())
+}
+
+/// Where the pod1x script lives (for messages).
+pub fn pod1x_script() -> PathBuf {
+    workspace_root().join("tests/py/pod1x.py")
+}
+
+/// A settled cluster: every agent runs its process, exactly one is a clean `leader`, it holds
+/// the lock, and `snapshot` lists exactly the agents.
+#[derive(Clone, Debug)]
+pub struct Settled {
+    /// `/info` of every agent, in the order given.
+    pub infos: Vec<crate::Info>,
+    /// Index of the leader among the agents.
+    pub leader: usize,
+    /// ZooKeeper at that moment.
+    pub zk: ClusterState,
+}
+
+/// Waits until `agents` form a [`Settled`] cluster `namespace.cluster`.
+pub fn wait_settled(
+    agents: &[&crate::Agent],
+    kz: &Kazoo,
+    namespace: &str,
+    cluster: &str,
+    timeout: Duration,
+) -> Result<Settled> {
+    crate::wait::wait_until_with(
+        timeout,
+        Duration::from_millis(300),
+        &format!("{namespace}.{cluster}: {} pods settled", agents.len()),
+        || {
+            let infos: Vec<crate::Info> = agents
+                .iter()
+                .map(|a| a.info().map_err(|e| e.to_string()))
+                .collect::<Result<_, _>>()?;
+            let leaders: Vec<usize> = (0..infos.len())
+                .filter(|i| infos[*i].state.starts_with("leader"))
+                .collect();
+            let running = infos.iter().all(|i| i.process == "running");
+            if !(running && leaders.len() == 1 && infos[leaders[0]].state == "leader") {
+                return Err(crate::describe(agents));
+            }
+            let zk = ClusterState::read(kz, namespace, cluster)?;
+            let keys: BTreeSet<String> = infos.iter().map(|i| i.key.clone()).collect();
+            let owner = zk.session_of(&infos[leaders[0]].key);
+            let ok = zk.snapshot_keys() == keys
+                && zk.pod_keys() == keys
+                && owner.is_some()
+                && zk.holder_session() == owner
+                && zk.snapshot.as_ref().map(|(_, n)| n.ephemeral_owner) == owner;
+            if ok {
+                Ok(Settled {
+                    infos,
+                    leader: leaders[0],
+                    zk,
+                })
+            } else {
+                Err(format!(
+                    "pods={:?} snapshot={:?} | {}",
+                    zk.pod_keys(),
+                    zk.snapshot_keys(),
+                    crate::describe(agents)
+                ))
+            }
+        },
+    )
+}
+
+/// `POST /control/<task>/10` to `agent` with a JSON body and, when given, the header
+/// `X-Ochopod-Epoch: <epoch>` (`"<czxid>-<seq>"`), as a leader of that epoch would send it.
+pub fn control_with_epoch(
+    agent: &crate::Agent,
+    task: &str,
+    epoch: Option<&str>,
+    body: &Value,
+) -> Result<crate::Reply> {
+    let url = agent.url(&format!("/control/{task}/10"));
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut req = http.post(&url).header("content-type", "application/json");
+    if let Some(epoch) = epoch {
+        req = req.header(ochopod_core::wire::EPOCH_HEADER, epoch);
+    }
+    let mut resp = req.send(body.to_string()).map_err(|e| Error::Http {
+        url: url.clone(),
+        why: e.to_string(),
+    })?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok(crate::Reply { status, body })
+}

@@ -1,0 +1,400 @@
+//! Issue 5's operator CLI against a live three-pod cluster: every command's output is checked
+//! against what the pods and ZooKeeper say (not just the exit code), and bad names give a
+//! one-line reason and a non-zero exit. Pods that cannot be reached, or names that match several
+//! pods, are registered by hand with kazoo, so the errors are certain rather than racy.
+
+use ochopod_e2e::tools::{ochopod_cli, pod_nodes, wait_registered_again, Output};
+use ochopod_e2e::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(90);
+const CLI: Duration = Duration::from_secs(60);
+const NS: &str = "cli";
+
+fn cli(zk: &str, args: &[&str]) -> Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--zk", zk]);
+    ochopod_cli(&all, &[], CLI).expect("the ochopod command ran")
+}
+
+/// Exits 0; returns stdout.
+fn ok(zk: &str, args: &[&str]) -> String {
+    let out = cli(zk, args);
+    assert!(
+        out.success(),
+        "{args:?}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
+/// Fails with `code` and exactly one line on stderr mentioning `mentions`.
+fn fails(zk: &str, args: &[&str], code: i32, mentions: &str) -> String {
+    let out = cli(zk, args);
+    assert_eq!(out.code(), Some(code), "{args:?}: {out:?}");
+    let err = out.stderr.trim();
+    assert_eq!(err.lines().count(), 1, "{args:?}: one line, got {err:?}");
+    assert!(err.starts_with("ochopod: "), "{err:?}");
+    assert!(
+        err.contains(mentions),
+        "{err:?} should mention {mentions:?}"
+    );
+    err.to_string()
+}
+
+fn tool(spec: &mut PodSpec, name: &str, command: &str) {
+    let mut t = toml::Table::new();
+    t.insert("command".into(), command.into());
+    spec.set("tools", name, toml::Value::Table(t));
+}
+
+fn view_txt(agent: &Agent) -> String {
+    std::fs::read_to_string(agent.dir().join("view.txt")).unwrap_or_default()
+}
+
+/// A registration written by hand (as a 1.x pod or a dead host would leave it).
+fn ghost(kz: &Kazoo, cluster: &str, key: &str, seq: u64, port: u16) -> anyhow::Result<()> {
+    let (ns, cl) = cluster.split_once('.').expect("ns.cluster");
+    let reg = json!({
+        "cluster": cl, "namespace": ns, "binding": "local", "fwk": "local",
+        "ip": "127.0.0.1", "public": "", "ports": { port.to_string(): port },
+        "port": port.to_string(), "node": "ghost", "application": "ghost", "task": "ghost",
+        "seq": seq, "zk": "", "status": "", "debug": "false", "local": "true", "start": "true"
+    });
+    kz.create(
+        &format!("{}/pods/{key}.{seq:010}", Kazoo::cluster_path(ns, cl)),
+        &reg.to_string(),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn operator_commands_against_a_live_cluster() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let zkc = zk.connect_string();
+    let z = zkc.as_str();
+    let mut agents = Vec::new();
+    for _ in 0..3 {
+        let mut spec = PodSpec::new(NS, "web", z)?;
+        let mut env = toml::Table::new();
+        env.insert("GREETING".into(), "pod {{ cluster.index }}".into());
+        spec.set("process", "shell", true)
+            .set("process", "grace", 2.0)
+            .set("process", "env", toml::Value::Table(env))
+            .set("model", "control_timeout", 20.0)
+            .command("echo \"greeting: $GREETING\"; exec sleep 600")
+            .template(
+                "view.txt.j2",
+                "{{ cluster.index }}/{{ cluster.size }} seq={{ cluster.seq }}\n",
+                "view.txt",
+            )
+            .hook("signal", "sed s/ping/pong/");
+        tool(
+            &mut spec,
+            "greet",
+            "echo \"hi $1\"; cat data.txt; exit ${2:-0}",
+        );
+        agents.push(Agent::spawn(&spec)?);
+    }
+    let all: Vec<&Agent> = agents.iter().collect();
+    wait_until(WAIT, "three pods running with a view of three", || {
+        let ok = all
+            .iter()
+            .all(|a| a.info().is_ok_and(|i| i.process == "running") && view_txt(a).contains("/3 "));
+        if ok {
+            Ok(())
+        } else {
+            Err(describe(&all))
+        }
+    })?;
+    let infos = infos_by_key(&all);
+    let keys: Vec<String> = infos.keys().cloned().collect(); // sorted = index order
+    let leader = infos
+        .values()
+        .find(|i| i.state == "leader")
+        .map(|i| i.key.clone())
+        .expect("one leader");
+    let by_key: BTreeMap<String, &Agent> =
+        all.iter().map(|a| (a.info().unwrap().key, *a)).collect();
+
+    // ls: a table of every pod, then the same as JSON.
+    let table = ok(z, &["ls"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["CLUSTER", "#", "KEY", "SEQ", "IP", "PORTS", "STATE", "PROCESS", "STATUS"]
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    for (i, key) in keys.iter().enumerate() {
+        let row: Vec<&str> = rows[i].split_whitespace().collect();
+        let info = &infos[key];
+        let port = by_key[key].port();
+        assert_eq!(row[0], "cli.web", "{table}");
+        assert_eq!(row[1], i.to_string(), "{table}");
+        assert_eq!(row[2], &key[..8], "{table}");
+        assert_eq!(row[3], info.seq.expect("seq").to_string(), "{table}");
+        assert_eq!(row[4], "127.0.0.1");
+        assert_eq!(row[5], format!("{port}->{port}"), "{table}");
+        let state = if *key == leader { "leader" } else { "follower" };
+        assert_eq!((row[6], row[7]), (state, "running"), "{table}");
+    }
+    let listed: Value = serde_json::from_str(&ok(z, &["ls", "--json"]))?;
+    let listed = listed.as_array().expect("an array");
+    assert_eq!(listed.len(), 3);
+    for (i, row) in listed.iter().enumerate() {
+        assert_eq!(row["key"], keys[i].as_str());
+        assert_eq!(row["index"], i);
+        assert_eq!(row["cluster"], "cli.web");
+        assert_eq!(row["seq"], json!(infos[&keys[i]].seq));
+        assert_eq!(row["process"], "running");
+    }
+    assert_eq!(ok(z, &["ls", "web"]).lines().count(), 4, "pattern web");
+    assert_eq!(ok(z, &["ls", "cli.*"]).lines().count(), 4, "pattern cli.*");
+    assert_eq!(ok(z, &["ls", "nothing-here"]).trim(), "no pods");
+
+    // info by key prefix and by cluster#index.
+    let follower = keys
+        .iter()
+        .find(|k| **k != leader)
+        .expect("a follower")
+        .clone();
+    let fa = by_key[&follower];
+    let info: Value = serde_json::from_str(&ok(z, &["info", &follower[..8]]))?;
+    assert_eq!(info["key"], follower.as_str());
+    assert_eq!(info["state"], "follower");
+    for (i, key) in keys.iter().enumerate() {
+        for name in [format!("cli.web#{i}"), format!("web#{i}")] {
+            let v: Value = serde_json::from_str(&ok(z, &["info", &name]))?;
+            assert_eq!(v["key"], key.as_str(), "{name}");
+        }
+    }
+
+    // info --view saves the view; render --view renders the spec's templates offline with it.
+    let work = tempfile::tempdir()?;
+    let view_path = work.path().join("view.json");
+    let vp = view_path.to_str().expect("utf-8");
+    let out = cli(z, &["info", &follower, "--view", vp]);
+    assert!(out.success(), "{out:?}");
+    assert!(out.stderr.contains("saved the cluster view"), "{out:?}");
+    let view: Value = serde_json::from_str(&std::fs::read_to_string(&view_path)?)?;
+    assert_eq!(view["key"], follower.as_str());
+    assert_eq!(view["pods"].as_object().map(|p| p.len()), Some(3));
+    let out_dir = work.path().join("out");
+    let rendered = ochopod_cli(
+        &[
+            "render",
+            "--spec",
+            fa.spec_path().to_str().expect("utf-8"),
+            "--view",
+            vp,
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+        ],
+        &[],
+        CLI,
+    )?
+    .ok()?
+    .stdout;
+    assert!(rendered.contains("rendered view.txt.j2 ->"), "{rendered}");
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("view.txt"))?,
+        view_txt(fa),
+        "offline render = what the pod rendered"
+    );
+
+    // log: the process output, as lines and as JSON.
+    let index = keys.iter().position(|k| *k == follower).expect("index");
+    let greeting = format!("greeting: pod {index}");
+    let log = ok(z, &["log", &follower]);
+    assert!(log.lines().any(|l| l.contains(&greeting)), "{log}");
+    let log_json: Value = serde_json::from_str(&ok(z, &["log", &follower, "--json"]))?;
+    assert!(log_json
+        .as_array()
+        .expect("array")
+        .iter()
+        .any(|l| l.as_str().is_some_and(|l| l.contains(&greeting))));
+
+    // signal --body: the hook's JSON reply.
+    let reply: Value =
+        serde_json::from_str(&ok(z, &["signal", &follower, "--body", r#"{"ping": 2}"#]))?;
+    assert_eq!(reply, json!({"pong": 2}));
+    fails(
+        z,
+        &["signal", &follower, "--body", "{nope"],
+        2,
+        "--body is not JSON",
+    );
+
+    // exec: arguments, an uploaded file, the tool's exit code.
+    let data = work.path().join("data.txt");
+    std::fs::write(&data, "uploaded line\n")?;
+    let dp = data.to_str().expect("utf-8");
+    let out = ok(z, &["exec", &follower, "greet", "bob", "--file", dp]);
+    assert_eq!(out, "hi bob\nuploaded line\n");
+    let out = cli(z, &["exec", &follower, "greet", "ann", "3", "--file", dp]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert_eq!(out.stdout, "hi ann\nuploaded line\n");
+    let out: Value = serde_json::from_str(&ok(
+        z,
+        &["exec", &follower, "greet", "x", "--file", dp, "--json"],
+    ))?;
+    assert_eq!(out, json!({"code": 0, "lines": ["hi x", "uploaded line"]}));
+
+    // hash: the committed hash and the leader.
+    let line = ok(z, &["hash", "cli.web"]);
+    let (hash, who) = line
+        .trim()
+        .strip_prefix("cli.web hash=")
+        .and_then(|r| r.split_once(" leader="))
+        .unwrap_or_else(|| panic!("{line:?}"));
+    assert_eq!(hash.len(), 64, "{line}");
+    assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()), "{line}");
+    assert_eq!(who, leader);
+    let hj: Value = serde_json::from_str(&ok(z, &["hash", "cli.web", "--json"]))?;
+    assert_eq!(
+        hj,
+        json!({"cluster": "cli.web", "hash": hash, "leader": leader})
+    );
+    assert_eq!(
+        Kazoo::new(z)?
+            .dump(&format!("{}/hash", Kazoo::cluster_path(NS, "web")))?
+            .and_then(|n| n.data)
+            .as_deref(),
+        Some(hash),
+        "the hash ZooKeeper holds"
+    );
+
+    // watch --count 1: one drawing of the table.
+    let w = ok(z, &["watch", "--count", "1"]);
+    assert!(w.starts_with("CLUSTER"), "{w}");
+    assert_eq!(w.lines().last(), Some("--"), "{w}");
+    assert_eq!(w.lines().filter(|l| l.starts_with("cli.web")).count(), 3);
+    let wj: Value = serde_json::from_str(ok(z, &["watch", "--count", "1", "--json"]).trim())?;
+    assert_eq!(wj.as_array().map(Vec::len), Some(3));
+
+    // off / on / reset / kill on a follower.
+    let pid = fa.info()?.pid;
+    let out = ok(z, &["off", &follower]);
+    assert!(out.starts_with(&format!("off {follower}: ok")), "{out}");
+    assert_eq!(fa.info()?.process, "stopped");
+    std::fs::remove_file(fa.dir().join("view.txt"))?;
+    let out = ok(z, &["on", &follower]);
+    assert!(out.starts_with(&format!("on {follower}: ok")), "{out}");
+    let back = fa.wait_info(WAIT, "running again", |i| i.process == "running")?;
+    assert_ne!(back.pid, pid);
+    assert_eq!(
+        view_txt(fa),
+        format!("{index}/3 seq={}\n", infos[&follower].seq.expect("seq")),
+        "on rendered again with the cluster's view"
+    );
+    let kz = Kazoo::new(z)?;
+    let before = pod_nodes(&kz, NS, "web", &follower).map_err(anyhow::Error::msg)?;
+    assert_eq!(before.len(), 1, "{before:?}");
+    let out = ok(z, &["reset", &follower]);
+    assert!(out.starts_with(&format!("reset {follower}: ok")), "{out}");
+    assert!(out.contains("\"reset\":true"), "{out}");
+    let seq = wait_registered_again(&kz, NS, "web", &follower, before[0].0, WAIT)?;
+    assert_eq!(seq, before[0].1, "a reset keeps the seq");
+    fa.wait_info(WAIT, "connected after reset", |i| i.zk == "connected")?;
+    let out = ok(z, &["kill", &follower]);
+    assert!(out.starts_with(&format!("kill {follower}: ok")), "{out}");
+    assert_eq!(fa.info()?.process, "dead");
+    fails(z, &["on", &follower], 1, "410");
+    let row = ok(z, &["ls", "--json"]);
+    let row: Value = serde_json::from_str(&row)?;
+    let dead = row
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|r| r["key"] == follower.as_str())
+        .expect("still registered");
+    assert_eq!(dead["process"], "dead");
+    Ok(())
+}
+
+#[test]
+fn bad_names_and_unreachable_pods_give_one_line_and_a_code() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let zkc = zk.connect_string();
+    let z = zkc.as_str();
+    let kz = Kazoo::new(z)?;
+    let closed = free_port()?; // nobody listens there
+    let k1 = "aaaa0000-0000-4000-8000-000000000001";
+    let k2 = "aaaa0000-0000-4000-8000-000000000002";
+    let k3 = "bbbb0000-0000-4000-8000-000000000003";
+    ghost(&kz, "cli.ghost", k1, 1, closed)?;
+    ghost(&kz, "cli.ghost", k2, 2, closed)?;
+    ghost(&kz, "other.ghost", k3, 3, closed)?;
+
+    // Unreachable: exit 1, one line naming the pod.
+    fails(z, &["info", k1], 1, &format!("pod {k1} is unreachable"));
+    fails(z, &["log", k1], 1, "unreachable");
+    fails(z, &["off", k1], 1, "unreachable");
+    fails(z, &["signal", k1], 1, "unreachable");
+    // ls still lists it, marked unreachable.
+    let rows: Value = serde_json::from_str(&ok(z, &["ls", "--json"]))?;
+    let rows = rows.as_array().expect("array");
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["state"] == "unreachable"), "{rows:?}");
+    let table = ok(z, &["ls", "cli.*"]);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(
+        table.lines().skip(1).all(|l| l.contains("unreachable")),
+        "{table}"
+    );
+
+    // Ambiguous names: exit 2, one line naming the candidates.
+    let err = fails(z, &["info", "aaaa"], 2, "ambiguous");
+    assert!(err.contains(k1) && err.contains(k2), "{err}");
+    let err = fails(z, &["info", "ghost#0"], 2, "ambiguous");
+    assert!(
+        err.contains("cli.ghost") && err.contains("other.ghost"),
+        "{err}"
+    );
+    // Unknown names and bad indexes.
+    fails(z, &["info", "zzzz"], 2, "no pod matches");
+    fails(z, &["info", "cli.ghost#7"], 2, "no pod matches");
+    fails(z, &["info", "ghost#x"], 2, "index");
+    // A full name resolves despite the other namespace.
+    let out = cli(z, &["info", "other.ghost#0"]);
+    assert_eq!(out.code(), Some(1), "resolved, then unreachable: {out:?}");
+    assert!(out.stderr.contains(k3), "{out:?}");
+
+    // hash of a cluster without one; a malformed cluster name.
+    assert_eq!(
+        ok(z, &["hash", "cli.ghost"]).trim(),
+        "cli.ghost hash=- leader=-"
+    );
+    let out = cli(z, &["hash", "nodot"]);
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
+
+    // ZooKeeper unreachable: one line naming --zk.
+    let nowhere = format!("127.0.0.1:{}", free_port()?);
+    let out = ochopod_cli(&["ls", "--zk", &nowhere], &[], CLI)?;
+    assert_ne!(out.code(), Some(0), "{out:?}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
+    assert!(out.stderr.contains("cannot reach ZooKeeper"), "{out:?}");
+    Ok(())
+}
+
+#[test]
+fn completions_for_bash() -> anyhow::Result<()> {
+    let out = ochopod_cli(&["completions", "bash"], &[], CLI)?.ok()?;
+    assert!(out.stdout.contains("_ochopod()"), "a bash function");
+    assert!(out.stdout.contains("complete -F _ochopod"), "registered");
+    for sub in [
+        "run", "render", "ls", "info", "log", "signal", "exec", "hash", "watch",
+    ] {
+        assert!(out.stdout.contains(sub), "{sub} in the completions");
+    }
+    let out = ochopod_cli(&["completions", "tcsh"], &[], CLI)?;
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    Ok(())
+}

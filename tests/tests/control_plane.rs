@@ -1,0 +1,608 @@
+//! Issue 5's control plane on live agents (DESIGN section 7): every route and status code, the
+//! JSON errors that change nothing, the token rules, the order in which control requests are
+//! served, `/info` answering while a slow hook runs, and a timed-out task that is dropped.
+//!
+//! Hooks that must stay busy wait on a `hold` file the test removes, so "still running" is a
+//! fact the test controls, never a race against the clock.
+
+use ochopod_e2e::tools::{pod_nodes, wait_registered_again};
+use ochopod_e2e::*;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A reply read straight off the socket: status, headers (lowercase names) and body text.
+#[derive(Debug)]
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// Asserts a JSON error reply `{"error": "..."}` with `status`, whose message mentions
+    /// `mentions`.
+    fn assert_error(&self, status: u16, mentions: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert!(
+            self.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
+            "{self:?}"
+        );
+        let msg = self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error string: {self:?}"))
+            .to_string();
+        assert!(
+            msg.contains(mentions),
+            "{msg:?} should mention {mentions:?}"
+        );
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), any method, any headers.
+/// `declared` overrides the Content-Length (to announce a body that is never sent).
+fn raw(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    declared: Option<usize>,
+) -> Raw {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        declared.unwrap_or(body.len())
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("send");
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP reply: {text:?}"));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Raw {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_for_line(path: &Path, line: &str) -> Result<()> {
+    wait_until(WAIT, &format!("{line:?} in {}", path.display()), || {
+        let l = lines_of(path);
+        if l.iter().any(|x| x == line) {
+            Ok(())
+        } else {
+            Err(format!("{l:?}"))
+        }
+    })
+}
+
+/// Waits until the agent's log shows `needle` more than `before` times.
+fn wait_log_count(agent: &Agent, needle: &str, before: usize) -> Result<usize> {
+    wait_until(WAIT, &format!("{needle:?} in the agent log"), || {
+        let n = agent.log_tail(4 << 20).matches(needle).count();
+        if n > before {
+            Ok(n)
+        } else {
+            Err(format!("{n} times"))
+        }
+    })
+}
+
+fn running(agent: &Agent) -> Result<Info> {
+    agent.wait_info(WAIT, "process running", |i| i.process == "running")
+}
+
+/// `[tools.NAME] command = ...`.
+fn tool(spec: &mut PodSpec, name: &str, command: &str) {
+    let mut t = toml::Table::new();
+    t.insert("command".into(), command.into());
+    spec.set("tools", name, toml::Value::Table(t));
+}
+
+fn base_spec(zk: &ZkServer, cluster: &str) -> anyhow::Result<PodSpec> {
+    let mut spec = PodSpec::new("cp", cluster, &zk.connect_string())?;
+    spec.set("process", "shell", true)
+        .set("process", "grace", 2.0)
+        .set("model", "control_timeout", 20.0)
+        .set("hooks", "timeout", 30.0);
+    Ok(spec)
+}
+
+/// The body of an operator's `on`: the pod alone, as its leader would send it.
+fn solo_view(agent: &Agent) -> Value {
+    let info = agent.info_json().expect("/info");
+    let key = info["key"].as_str().expect("key").to_string();
+    json!({ "pods": { key.clone(): info["registration"] }, "dependencies": {}, "key": key })
+}
+
+#[test]
+fn every_route_and_code_on_a_live_agent() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let mut spec = base_spec(&zk, "routes")?;
+    spec.command("echo 'hello from the process'; exec sleep 600")
+        .hook("can_configure", "test ! -e deny")
+        .hook(
+            "configured",
+            "if [ -e fail-ok ]; then echo nope >&2; exit 1; fi; echo configured >> configured.log",
+        )
+        .hook(
+            "signal",
+            "if [ -e fail-signal ]; then echo boom >&2; exit 1; fi; sed s/ping/pong/",
+        );
+    tool(
+        &mut spec,
+        "echo",
+        "echo \"args: $*\"; echo \"pwd: $(pwd)\"; cat upload.txt; ls",
+    );
+    tool(&mut spec, "fail", "echo failing; exit 3");
+    let agent = Agent::spawn(&spec)?;
+    let port = agent.port();
+    let info = agent.wait_info(WAIT, "running, its own round over", |i| {
+        i.process == "running" && i.state == "leader" && i.last_round.is_some()
+    })?;
+    let pid = info.pid.expect("a running pid");
+    let view = solo_view(&agent);
+    wait_for_line(&agent.dir().join("configured.log"), "configured")?;
+
+    // Read-only routes: GET and POST, JSON.
+    for method in ["GET", "POST"] {
+        let r = raw(port, method, "/info", &[], b"", None);
+        assert_eq!(r.status, 200, "{method} /info: {r:?}");
+        assert_eq!(r.json()["key"], info.key.as_str());
+        assert_eq!(r.json()["process"], "running");
+    }
+    let log = agent.get("/log")?;
+    assert_eq!(log.status, 200);
+    let log_lines = log.body.as_array().expect("/log is a JSON array");
+    assert!(
+        log_lines.iter().any(|l| l
+            .as_str()
+            .is_some_and(|l| l.contains("hello from the process"))),
+        "{log_lines:?}"
+    );
+    let health = agent.get("/healthz")?;
+    assert_eq!(
+        (health.status, &health.body),
+        (200, &json!({"healthy": true}))
+    );
+    let ready = agent.get("/readyz")?;
+    assert_eq!((ready.status, &ready.body), (200, &json!({"ready": true})));
+
+    // Prometheus text with the round, restart, leader and ZooKeeper metrics.
+    let m = raw(port, "GET", "/metrics", &[], b"", None);
+    assert_eq!(m.status, 200);
+    assert!(
+        m.header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain")),
+        "{m:?}"
+    );
+    let metric = |name: &str| -> Option<f64> {
+        m.body
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    assert!(m.body.contains("# TYPE ochopod_leader gauge"), "{}", m.body);
+    assert_eq!(metric("ochopod_leader"), Some(1.0), "{}", m.body);
+    assert_eq!(
+        metric("ochopod_zookeeper_connected"),
+        Some(1.0),
+        "{}",
+        m.body
+    );
+    assert_eq!(metric("ochopod_process_running"), Some(1.0), "{}", m.body);
+    assert_eq!(
+        metric("ochopod_process_restarts_total"),
+        Some(0.0),
+        "{}",
+        m.body
+    );
+    assert!(metric("ochopod_configuration_rounds_ok_total").is_some_and(|n| n >= 1.0));
+    assert_eq!(
+        metric("ochopod_configuration_rounds_failed_total"),
+        Some(0.0)
+    );
+    assert!(metric("ochopod_configuration_round_seconds_count").is_some_and(|n| n >= 1.0));
+    assert!(metric("ochopod_sanity_check_failures").is_some());
+
+    // Bad input: a JSON error, and nothing changes.
+    raw(port, "GET", "/nope", &[], b"", None).assert_error(404, "no route");
+    raw(port, "POST", "/control", &[], b"", None).assert_error(404, "no route");
+    raw(port, "POST", "/control/on/5/6", &[], b"", None).assert_error(404, "no route");
+    let r = raw(port, "DELETE", "/info", &[], b"", None);
+    r.assert_error(405, "DELETE");
+    assert_eq!(r.header("allow"), Some("GET, POST"));
+    let r = raw(port, "GET", "/control/check", &[], b"", None);
+    r.assert_error(405, "GET");
+    assert_eq!(r.header("allow"), Some("POST"));
+    raw(port, "PUT", "/exec", &[], b"{}", None).assert_error(405, "PUT");
+    raw(port, "POST", "/control/check", &[], b"", Some(5 << 20)).assert_error(413, "larger");
+    raw(port, "POST", "/exec", &[], b"", Some(5 << 20)).assert_error(413, "larger");
+    raw(port, "POST", "/control/check", &[], b"{not json", None).assert_error(400, "malformed");
+    raw(port, "POST", "/control/bogus", &[], b"", None).assert_error(400, "bogus");
+    raw(port, "POST", "/control/on", &[], b"", None).assert_error(400, "bad control body");
+    raw(port, "POST", "/control/on", &[], br#"{"pods": 3}"#, None)
+        .assert_error(400, "bad control body");
+    raw(port, "POST", "/control/on/soon", &[], b"", None).assert_error(400, "bad timeout");
+    raw(port, "POST", "/exec", &[], b"[1,2", None).assert_error(400, "malformed exec body");
+    raw(
+        port,
+        "POST",
+        "/control/check",
+        &[("X-Ochopod-Epoch", "yesterday")],
+        b"",
+        None,
+    )
+    .assert_error(400, "X-Ochopod-Epoch");
+    // A stale leader's epoch: 409, nothing runs.
+    raw(
+        port,
+        "POST",
+        "/control/off",
+        &[("X-Ochopod-Epoch", "0-0")],
+        b"",
+        None,
+    )
+    .assert_error(409, "");
+    let after = agent.info()?;
+    assert_eq!(
+        (after.process.as_str(), after.pid),
+        ("running", Some(pid)),
+        "bad requests changed nothing"
+    );
+
+    // Control tasks, with and without a timeout in the URL.
+    assert_eq!(agent.control("check", None, Some(&view))?.status, 200);
+    assert_eq!(agent.post("/control/check/2.5", Some(&view))?.status, 200);
+    std::fs::write(agent.dir().join("deny"), "")?;
+    let r = agent.control("check", Some(5), Some(&view))?;
+    assert_eq!(r.status, 406, "can_configure failed: {r:?}");
+    assert!(r.body["error"].is_string(), "{r:?}");
+    std::fs::remove_file(agent.dir().join("deny"))?;
+    let r = agent.control("signal", None, Some(&json!({"ping": 1})))?;
+    assert_eq!((r.status, &r.body), (200, &json!({"pong": 1})));
+    std::fs::write(agent.dir().join("fail-signal"), "")?;
+    let r = agent.control("signal", None, Some(&json!({})))?;
+    assert_eq!(r.status, 500, "{r:?}");
+    assert!(
+        r.body["error"].as_str().unwrap_or("").contains("boom"),
+        "{r:?}"
+    );
+    std::fs::remove_file(agent.dir().join("fail-signal"))?;
+    assert_eq!(agent.control("ok", Some(10), Some(&view))?.status, 200);
+    assert_eq!(lines_of(&agent.dir().join("configured.log")).len(), 2);
+    std::fs::write(agent.dir().join("fail-ok"), "")?;
+    let r = agent.control("ok", Some(10), Some(&view))?;
+    assert_eq!(r.status, 500, "a failing configured hook: {r:?}");
+    assert!(
+        r.body["error"].as_str().unwrap_or("").contains("nope"),
+        "{r:?}"
+    );
+    std::fs::remove_file(agent.dir().join("fail-ok"))?;
+    assert_eq!(
+        agent.info()?.process,
+        "running",
+        "a failed ok changes nothing"
+    );
+
+    // off, readyz, on with a view, and the process comes back under a new pid.
+    assert_eq!(agent.control("off", Some(10), None)?.status, 200);
+    let off = agent.info()?;
+    assert_eq!((off.process.as_str(), off.pid), ("stopped", None));
+    let ready = agent.get("/readyz")?;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.body["ready"], false);
+    assert!(ready.body["error"].is_string());
+    let r = agent.control("on", Some(10), Some(&view))?;
+    assert_eq!(r.status, 200, "{r:?}");
+    let on = running(&agent)?;
+    assert_ne!(on.pid, Some(pid));
+
+    // Tools: arguments, an uploaded file, the exit code, a folder removed afterwards.
+    let r = agent.post(
+        "/exec",
+        Some(&json!({"tool": "echo", "args": ["a", "b c"], "files": {"upload.txt": "aGVsbG8gZmlsZQo="}})),
+    )?;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body["code"], 0);
+    let lines: Vec<&str> = r.body["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(lines[0], "args: a b c", "{lines:?}");
+    assert!(lines.contains(&"hello file"), "{lines:?}");
+    assert!(lines.contains(&"upload.txt"), "{lines:?}");
+    let pwd = lines[1].strip_prefix("pwd: ").expect("pwd line");
+    assert!(
+        !Path::new(pwd).exists(),
+        "the tool's folder {pwd} was removed"
+    );
+    let r = agent.post("/exec", Some(&json!({"tool": "fail"})))?;
+    assert_eq!((r.status, &r.body["code"]), (200, &json!(3)), "{r:?}");
+    assert_eq!(r.body["lines"], json!(["failing"]));
+    let r = agent.post("/exec", Some(&json!({"tool": "nope"})))?;
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(r.body["error"].as_str().unwrap_or("").contains("nope"));
+    // No path escapes the tool's folder.
+    let parent = std::env::temp_dir().join("escaped.txt");
+    for name in ["../escaped.txt", "a/b", "..", "x\\y"] {
+        let r = agent.post(
+            "/exec",
+            Some(&json!({"tool": "echo", "files": {name: "eA=="}})),
+        )?;
+        assert_eq!(r.status, 400, "{name}: {r:?}");
+        assert!(r.body["error"].as_str().unwrap_or("").contains("file name"));
+    }
+    assert!(!parent.exists(), "nothing written outside the tool folder");
+
+    // reset: a new session, same key and seq, the process keeps running.
+    let before = agent.info()?;
+    let kz = Kazoo::new(&zk.connect_string())?;
+    let nodes = pod_nodes(&kz, "cp", "routes", &before.key).map_err(anyhow::Error::msg)?;
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    let r = agent.post("/reset", None)?;
+    assert_eq!((r.status, &r.body), (200, &json!({"reset": true})));
+    let seq = wait_registered_again(&kz, "cp", "routes", &before.key, nodes[0].0, WAIT)?;
+    assert_eq!(seq, json!(before.seq), "the first seq is kept");
+    let back = agent.wait_info(WAIT, "connected again", |i| i.zk == "connected")?;
+    assert_eq!((back.key, back.seq), (before.key, before.seq));
+    assert_eq!(back.pid, before.pid, "reset keeps the process");
+
+    // kill: dead, still answering; control requests then get 410.
+    assert_eq!(agent.control("kill", Some(10), None)?.status, 200);
+    let dead = agent.info()?;
+    assert_eq!((dead.process.as_str(), dead.pid), ("dead", None));
+    agent.control("check", None, Some(&view)).map(|r| {
+        assert_eq!(r.status, 410, "{r:?}");
+        assert!(r.body["error"].is_string());
+    })?;
+    assert_eq!(agent.get("/healthz")?.status, 200);
+    assert_eq!(agent.get("/readyz")?.status, 503);
+    Ok(())
+}
+
+#[test]
+fn token_guards_control_routes_and_the_leader_sends_it() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let mut agents = Vec::new();
+    for _ in 0..2 {
+        let mut spec = base_spec(&zk, "token")?;
+        spec.set("pod", "token", "s3cret-t0ken")
+            .command("printenv ochopod > ochopod.json; exec sleep 600")
+            .hook("signal", "cat");
+        tool(&mut spec, "hi", "echo hi");
+        agents.push(Agent::spawn(&spec)?);
+    }
+    // Both pods run: the leader configured both, the other one over HTTP, with the token.
+    for a in &agents {
+        running(a)?;
+    }
+    let states: Vec<String> = agents.iter().map(|a| a.info().unwrap().state).collect();
+    assert_eq!(
+        states.iter().filter(|s| s.starts_with("leader")).count(),
+        1,
+        "{states:?}"
+    );
+    let a = &agents[0];
+    let port = a.port();
+    // Read-only routes stay open.
+    for path in ["/info", "/log", "/healthz", "/readyz", "/metrics"] {
+        assert_eq!(raw(port, "GET", path, &[], b"", None).status, 200, "{path}");
+    }
+    // Control, reset, signal and exec need the token.
+    let view = solo_view(a).to_string();
+    for (path, body) in [
+        ("/control/check", ""),
+        ("/control/off/5", ""),
+        ("/control/signal", "{}"),
+        ("/control/on", view.as_str()),
+        ("/reset", ""),
+        ("/exec", r#"{"tool": "hi"}"#),
+    ] {
+        let r = raw(port, "POST", path, &[], body.as_bytes(), None);
+        r.assert_error(401, "token");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"), "{path}");
+        raw(
+            port,
+            "POST",
+            path,
+            &[("Authorization", "Bearer wrong")],
+            body.as_bytes(),
+            None,
+        )
+        .assert_error(401, "token");
+        raw(
+            port,
+            "POST",
+            path,
+            &[("Authorization", "Basic czNjcmV0LXQwa2Vu")],
+            body.as_bytes(),
+            None,
+        )
+        .assert_error(401, "token");
+    }
+    assert_eq!(
+        a.info()?.process,
+        "running",
+        "refused requests changed nothing"
+    );
+    let auth = [("Authorization", "Bearer s3cret-t0ken")];
+    let r = raw(port, "POST", "/control/check", &auth, view.as_bytes(), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = raw(port, "POST", "/control/signal", &auth, br#"{"x":1}"#, None);
+    assert_eq!((r.status, r.json()), (200, json!({"x": 1})));
+    let r = raw(port, "POST", "/exec", &auth, br#"{"tool":"hi"}"#, None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["lines"], json!(["hi"]));
+    // The token never leaves the pod: not in /info, not in the process's `ochopod` variable.
+    for x in &agents {
+        let info = x.get("/info")?.body.to_string();
+        assert!(!info.contains("s3cret"), "{info}");
+        let env = std::fs::read_to_string(x.dir().join("ochopod.json"))?;
+        assert!(env.contains("\"cluster\""), "{env}");
+        assert!(!env.contains("s3cret"), "{env}");
+    }
+    Ok(())
+}
+
+#[test]
+fn control_requests_run_one_at_a_time_in_arrival_order() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let mut spec = base_spec(&zk, "order")?;
+    spec.command("exec sleep 600")
+        .hook(
+            "configured",
+            "echo ok-start >> order.log; while [ -e hold ]; do sleep 0.05; done; echo ok-end >> order.log",
+        )
+        .hook("signal", "echo signal >> order.log; echo '{}'")
+        .hook("can_configure", "echo check >> order.log");
+    let agent = Agent::spawn_env(&spec, &[("OCHOPOD_LOG", "info,ochopod::runtime=debug")])?;
+    let order = agent.dir().join("order.log");
+    running(&agent)?;
+    let view = solo_view(&agent);
+    wait_for_line(&order, "ok-end")?; // the leader's own round is over
+    std::fs::write(&order, "")?;
+    let hold = agent.dir().join("hold");
+    std::fs::write(&hold, "")?;
+
+    let checks = agent.log_tail(4 << 20).matches("task=check").count();
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let a = s.spawn(|| agent.control("ok", None, Some(&view)));
+        wait_for_line(&order, "ok-start")?;
+        // /info, /log, /metrics, /healthz answer while the hook holds the control queue.
+        for path in ["/info", "/log", "/metrics", "/healthz"] {
+            assert_eq!(agent.get(path)?.status, 200, "{path}");
+        }
+        assert_eq!(agent.info()?.process, "running");
+        let b = s.spawn(|| agent.control("signal", None, Some(&json!({}))));
+        wait_log_count(&agent, "task=signal", 0)?;
+        let c = s.spawn(|| agent.control("check", None, Some(&view)));
+        wait_log_count(&agent, "task=check", checks)?;
+        assert_eq!(lines_of(&order), vec!["ok-start"], "b and c wait behind a");
+        std::fs::remove_file(&hold)?;
+        for (name, h) in [("ok", a), ("signal", b), ("check", c)] {
+            let r = h.join().expect("request thread")?;
+            assert_eq!(r.status, 200, "{name}: {r:?}");
+        }
+        Ok(())
+    })?;
+    assert_eq!(
+        lines_of(&order),
+        vec!["ok-start", "ok-end", "signal", "check"]
+    );
+    Ok(())
+}
+
+#[test]
+fn info_answers_while_a_slow_initialize_runs() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let mut spec = base_spec(&zk, "slowinit")?;
+    spec.command("exec sleep 600")
+        .file("hold", "")
+        .hook(
+            "initialize",
+            "echo init-start >> init.log; while [ -e hold ]; do sleep 0.05; done; echo init-end >> init.log",
+        );
+    let agent = Agent::spawn(&spec)?;
+    let init = agent.dir().join("init.log");
+    wait_for_line(&init, "init-start")?;
+    let info = agent.info()?;
+    assert_eq!(info.process, "stopped");
+    assert!(info.state.starts_with("leader"), "{info:?}");
+    assert_eq!(agent.get("/log")?.status, 200);
+    assert_eq!(agent.get("/metrics")?.status, 200);
+    assert_eq!(agent.get("/healthz")?.status, 200);
+    assert_eq!(agent.get("/readyz")?.status, 503, "not configured yet");
+    assert_eq!(lines_of(&init), vec!["init-start"], "still initializing");
+    std::fs::remove_file(agent.dir().join("hold"))?;
+    running(&agent)?;
+    assert_eq!(lines_of(&init), vec!["init-start", "init-end"]);
+    assert_eq!(agent.get("/readyz")?.status, 200);
+    Ok(())
+}
+
+#[test]
+fn a_task_that_times_out_before_it_starts_is_dropped() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let mut spec = base_spec(&zk, "timeout")?;
+    spec.command("exec sleep 600")
+        .hook(
+            "configured",
+            "echo ok-start >> order.log; while [ -e hold ]; do sleep 0.05; done; echo ok-end >> order.log",
+        )
+        .hook("signal", "echo signal >> order.log; echo '{}'")
+        .hook("can_configure", "echo check >> order.log");
+    let agent = Agent::spawn(&spec)?;
+    let order = agent.dir().join("order.log");
+    running(&agent)?;
+    let view = solo_view(&agent);
+    wait_for_line(&order, "ok-end")?;
+    std::fs::write(&order, "")?;
+    let hold = agent.dir().join("hold");
+    std::fs::write(&hold, "")?;
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let a = s.spawn(|| agent.control("ok", None, Some(&view)));
+        wait_for_line(&order, "ok-start")?;
+        // Queued behind `ok`, which holds: 408 once its 1 s pass.
+        let r = agent.control("signal", Some(1), Some(&json!({})))?;
+        assert_eq!(r.status, 408, "{r:?}");
+        assert!(
+            r.body["error"].as_str().unwrap_or("").contains("signal"),
+            "{r:?}"
+        );
+        std::fs::remove_file(&hold)?;
+        assert_eq!(a.join().expect("ok thread")?.status, 200);
+        Ok(())
+    })?;
+    // Served in order, a dropped signal would have run before this check.
+    assert_eq!(agent.control("check", None, Some(&view))?.status, 200);
+    assert_eq!(lines_of(&order), vec!["ok-start", "ok-end", "check"]);
+    Ok(())
+}

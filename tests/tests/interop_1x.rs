@@ -1,0 +1,397 @@
+//! Issue 3: Rust pods and an Ochopod 1.x pod form ONE cluster (DESIGN sections 3, 4, 5 and 10).
+//!
+//! The 1.x pod is our own `tests/py/pod1x.py` (kazoo registration without `protocol`, kazoo's
+//! Lock recipe, 1.x control routes, optionally a minimal 1.x leader). The Rust pods are real
+//! `ochopod run` agents. Everything is observed from the outside: kazoo reads of ZooKeeper, the
+//! calls the 1.x pod recorded, `/info`, and the files the Rust pods rendered.
+//! Real ZooKeeper (100 ms tick), 3 s sessions; order of events and loose bounds only.
+
+use ochopod_e2e::interop::{Call, ClusterState, Pod1x};
+use ochopod_e2e::*;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const NS: &str = "interop";
+const SETTLE: Duration = Duration::from_secs(90);
+/// Each Rust pod renders one line per member: `<key> <ip>:<control host port>`.
+const MEMBERS: &str = "{% for key, pod in cluster.pods|items %}{{ key }} {{ pod.ip }}:{{ pod.ports[pod.port] }}\n{% endfor %}";
+
+fn rust_pod(zk: &str, cluster: &str) -> anyhow::Result<Agent> {
+    let mut spec = PodSpec::new(NS, cluster, zk)?;
+    spec.command("sleep 3600")
+        .set("model", "control_timeout", 10.0)
+        .set("process", "grace", 2.0)
+        .template("members.txt.j2", MEMBERS, "members.txt");
+    Ok(Agent::spawn(&spec)?)
+}
+
+/// The members a Rust pod rendered, sorted.
+fn members(agent: &Agent) -> BTreeSet<String> {
+    std::fs::read_to_string(agent.dir().join("members.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn member_line(key: &str, port: u16) -> String {
+    format!("{key} 127.0.0.1:{port}")
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The last `task` call, and its position.
+fn last_call(calls: &[Call], task: &str) -> Option<(usize, Call)> {
+    calls
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, c)| c.task == task)
+        .map(|(i, c)| (i, c.clone()))
+}
+
+/// The leader among `agents` by `/info` (errors when none or several lead).
+fn rust_leaders(agents: &[&Agent]) -> Result<Vec<usize>, String> {
+    let mut leaders = Vec::new();
+    for (i, a) in agents.iter().enumerate() {
+        let info = a.info().map_err(|e| e.to_string())?;
+        if info.state.starts_with("leader") {
+            leaders.push(i);
+        }
+    }
+    Ok(leaders)
+}
+
+/// A Rust pod leads; a 1.x pod joins: it is configured like any member (check, on, ok with the
+/// whole cluster in the body and the leader's epoch), the Rust pods render it, the snapshot and
+/// hash are written. Garbage written under `pods/` by kazoo is skipped.
+#[test]
+fn rust_leader_configures_a_1x_member() -> anyhow::Result<()> {
+    let cluster = "mixed";
+    let zk = ZkServer::start()?;
+    let kz = Kazoo::new(&zk.connect_string())?;
+    let pods_dir = format!("{}/pods", Kazoo::cluster_path(NS, cluster));
+    let garbage = [
+        ("garbage-node", "x"),
+        (
+            "0badc0de-0000-4000-8000-000000000001.0000000777",
+            "{not json",
+        ),
+        (
+            "0badc0de-0000-4000-8000-000000000002.0000000778",
+            r#"["a list"]"#,
+        ),
+    ];
+    for (name, data) in garbage {
+        kz.create(&format!("{pods_dir}/{name}"), data)?;
+    }
+
+    // The Rust pods come first, so one of them takes the lock.
+    let rust: Vec<Agent> = (0..2)
+        .map(|_| rust_pod(&zk.connect_string(), cluster))
+        .collect::<anyhow::Result<_>>()?;
+    let all: Vec<&Agent> = rust.iter().collect();
+    wait_until(SETTLE, "a Rust pod to lead", || {
+        let leaders = rust_leaders(&all)?;
+        (leaders.len() == 1)
+            .then_some(())
+            .ok_or_else(|| describe(&all))
+    })?;
+    let pod1x = Pod1x::spawn(&zk.connect_string(), NS, cluster, false)?;
+
+    let expected: BTreeSet<String> = rust
+        .iter()
+        .map(|a| a.info().map(|i| member_line(&i.key, a.port())))
+        .chain([Ok(member_line(pod1x.key(), pod1x.port()))])
+        .collect::<Result<_, _>>()?;
+    let (leader, state) = wait_until_with(
+        SETTLE,
+        Duration::from_millis(300),
+        "one configured cluster of two Rust pods and the 1.x pod",
+        || {
+            let leaders = rust_leaders(&all)?;
+            let infos: Vec<Info> = all
+                .iter()
+                .map(|a| a.info().map_err(|e| e.to_string()))
+                .collect::<Result<_, _>>()?;
+            let state = ClusterState::read(&kz, NS, cluster)?;
+            let files: Vec<BTreeSet<String>> = rust.iter().map(members).collect();
+            let pod1x_on = last_call(&pod1x.calls(), "ok").map(|(_, c)| c.pod_keys().len());
+            let done = leaders.len() == 1
+                && infos[leaders[0]].state == "leader"
+                && infos.iter().all(|i| i.process == "running")
+                && state.snapshot_keys().len() == 3
+                && files.iter().all(|f| *f == expected)
+                && pod1x_on == Some(3);
+            if done {
+                Ok((leaders[0], state))
+            } else {
+                Err(format!(
+                    "snapshot={:?} files={files:?} pod1x ok with {pod1x_on:?} pods | {}",
+                    state.snapshot_keys(),
+                    describe(&all)
+                ))
+            }
+        },
+    )?;
+
+    // The 1.x pod was configured like any member: check, on, ok, in that order, each with every
+    // pod (Rust and 1.x), its own key, whole seconds in the URL and the leader's epoch.
+    let leader_info = rust[leader].info()?;
+    let keys: BTreeSet<String> = state.pod_keys();
+    assert!(
+        keys.contains(pod1x.key()),
+        "the 1.x pod is registered: {keys:?}"
+    );
+    assert_eq!(keys.len(), 3, "three pods: {keys:?}");
+    let calls = pod1x.calls();
+    let (ok_at, ok) = last_call(&calls, "ok").expect("an ok");
+    let (on_at, on) = last_call(&calls[..ok_at], "on").expect("an on before the ok");
+    let (_, check) = last_call(&calls[..on_at], "check").expect("a check before the on");
+    let epoch = format!(
+        "{}-{}",
+        state.coordinator_czxid.expect("coordinator"),
+        state.contenders[0]
+            .name
+            .rsplit_once("__lock__")
+            .map(|(_, s)| s.parse::<u64>().expect("lock seq"))
+            .expect("a kazoo-style contender")
+    );
+    for call in [&check, &on, &ok] {
+        assert_eq!(
+            call.pod_keys(),
+            keys,
+            "{} lists every pod: {:?}",
+            call.task,
+            call.body
+        );
+        assert_eq!(
+            call.body["key"],
+            pod1x.key(),
+            "{} names its receiver",
+            call.task
+        );
+        assert!(
+            call.timeout.is_some(),
+            "{}: whole seconds in the URL",
+            call.task
+        );
+        assert_eq!(call.epoch.as_deref(), Some(epoch.as_str()), "{}", call.task);
+    }
+    let mine = &on.body["pods"][pod1x.key()];
+    assert_eq!(mine["ports"]["8080"], u64::from(pod1x.port()), "{mine}");
+    assert_eq!(mine["port"], "8080");
+    assert!(
+        mine.get("protocol").is_none(),
+        "a 1.x registration has no protocol: {mine}"
+    );
+    for r in &rust {
+        let key = r.info()?.key;
+        assert!(
+            on.body["pods"][&key]["protocol"].is_u64(),
+            "Rust pods say their protocol"
+        );
+    }
+
+    // Snapshot (ephemeral, the leader's) and hash (64 hex, persistent) list the 1.x pod.
+    let (snap, snap_node) = state.snapshot.as_ref().expect("snapshot");
+    let leader_session = state.session_of(&leader_info.key);
+    assert_eq!(
+        Some(snap_node.ephemeral_owner),
+        leader_session,
+        "snapshot owned by the leader"
+    );
+    assert_eq!(
+        state.holder_session(),
+        leader_session,
+        "the leader holds the lock"
+    );
+    assert_eq!(snap[pod1x.key()]["ports"]["8080"], u64::from(pod1x.port()));
+    assert_eq!(
+        snap[pod1x.key()]["seq"],
+        pod1x.seq(),
+        "a 1.x pod's seq is its node's counter"
+    );
+    let hash = state.hash.clone().unwrap_or_default();
+    assert!(is_hex(&hash, 64), "hash {hash:?}");
+
+    // The garbage is still there, skipped and logged, never in the snapshot.
+    assert_eq!(state.foreign.len(), garbage.len(), "{:?}", state.foreign);
+    assert!(snap
+        .as_object()
+        .is_some_and(|o| o.keys().all(|k| !k.starts_with("0badc0de"))));
+    let log = std::fs::read_to_string(rust[leader].log_path())?;
+    for (name, _) in garbage {
+        assert!(
+            log.contains(name),
+            "the leader's log does not mention {name}"
+        );
+    }
+    Ok(())
+}
+
+/// The 1.x pod takes the lock first and leads (a minimal 1.x leader): the Rust contenders wait
+/// as followers and obey it (no epoch header); once it releases the lock a Rust pod leads and
+/// configures all three; once it dies the Rust leader drops it.
+#[test]
+fn rust_contenders_wait_behind_a_1x_leader() -> anyhow::Result<()> {
+    let cluster = "mixed1x";
+    let zk = ZkServer::start()?;
+    let kz = Kazoo::new(&zk.connect_string())?;
+    let pod1x = Pod1x::spawn(&zk.connect_string(), NS, cluster, true)?;
+    wait_until(SETTLE, "the 1.x pod to hold the lock", || {
+        match pod1x.is_leading() {
+            Ok(true) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })?;
+    let rust: Vec<Agent> = (0..2)
+        .map(|_| rust_pod(&zk.connect_string(), cluster))
+        .collect::<anyhow::Result<_>>()?;
+    let all: Vec<&Agent> = rust.iter().collect();
+    let mut keys: BTreeSet<String> = BTreeSet::from([pod1x.key().to_string()]);
+    let mut expected: BTreeSet<String> = BTreeSet::from([member_line(pod1x.key(), pod1x.port())]);
+
+    // 1. The 1.x leader configures the Rust pods; three contenders, the 1.x one first; no Rust
+    //    pod ever says leader meanwhile.
+    let mut rust_led = None;
+    let before = wait_until_with(
+        SETTLE,
+        Duration::from_millis(300),
+        "the 1.x leader to configure both Rust pods",
+        || {
+            let infos: Vec<Info> = all
+                .iter()
+                .map(|a| a.info().map_err(|e| e.to_string()))
+                .collect::<Result<_, _>>()?;
+            if let Some(i) = infos.iter().find(|i| i.state != "follower") {
+                rust_led.get_or_insert(format!("{}: {}", i.key, i.state));
+            }
+            for (a, i) in all.iter().zip(&infos) {
+                keys.insert(i.key.clone());
+                expected.insert(member_line(&i.key, a.port()));
+            }
+            let state = ClusterState::read(&kz, NS, cluster)?;
+            let files: Vec<BTreeSet<String>> = rust.iter().map(members).collect();
+            let done = infos.iter().all(|i| i.process == "running")
+                && state.contenders.len() == 3
+                && state.snapshot_keys() == keys
+                && files.iter().all(|f| *f == expected);
+            if done {
+                Ok(state)
+            } else {
+                Err(format!(
+                    "contenders={} snapshot={:?} files={files:?} | {}",
+                    state.contenders.len(),
+                    state.snapshot_keys(),
+                    describe(&all)
+                ))
+            }
+        },
+    )?;
+    assert_eq!(
+        rust_led, None,
+        "a Rust pod led while the 1.x pod held the lock"
+    );
+    assert_eq!(
+        before.contenders[0].data.as_deref(),
+        Some(pod1x.key()),
+        "1.x holds the lock"
+    );
+    assert_eq!(before.holder_session(), before.session_of(pod1x.key()));
+    let md5 = before.hash.clone().unwrap_or_default();
+    assert!(
+        is_hex(&md5, 32),
+        "the 1.x leader writes an MD5 hash: {md5:?}"
+    );
+    // A window of samples (a count, not a timing): still followers behind the 1.x holder.
+    for _ in 0..20 {
+        for a in &all {
+            assert_eq!(a.info()?.state, "follower", "{}", describe(&all));
+        }
+        assert!(pod1x.is_leading()?, "the 1.x pod keeps the lock");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // 2. The 1.x pod releases the lock (and stays registered): a Rust pod leads and configures
+    //    all three, with its epoch; never two leaders at once.
+    let calls_before = pod1x.calls().len();
+    pod1x.release()?;
+    let mut both = None;
+    let (leader, after) = wait_until_with(
+        SETTLE,
+        Duration::from_millis(300),
+        "a Rust pod to lead and configure the three pods",
+        || {
+            let leaders = rust_leaders(&all)?;
+            if !leaders.is_empty() && pod1x.is_leading().unwrap_or(false) {
+                both.get_or_insert(leaders.clone());
+            }
+            let state = ClusterState::read(&kz, NS, cluster)?;
+            let fresh: Vec<Call> = pod1x.calls().split_off(calls_before);
+            let configured = fresh
+                .iter()
+                .any(|c| c.task == "ok" && c.epoch.is_some() && c.pod_keys() == keys);
+            let hash = state.hash.clone().unwrap_or_default();
+            if leaders.len() == 1 && configured && state.snapshot_keys() == keys && hash.len() == 64
+            {
+                Ok((leaders[0], state))
+            } else {
+                Err(format!(
+                    "leaders={leaders:?} hash={hash} new calls={} | {}",
+                    fresh.len(),
+                    describe(&all)
+                ))
+            }
+        },
+    )?;
+    assert_eq!(both, None, "a Rust pod and the 1.x pod led at once");
+    let leader_key = rust[leader].info()?.key;
+    assert_eq!(after.holder_session(), after.session_of(&leader_key));
+    assert_eq!(
+        after.snapshot.as_ref().map(|(_, n)| n.ephemeral_owner),
+        after.session_of(&leader_key),
+        "the Rust leader rewrote the snapshot"
+    );
+    assert!(!pod1x.is_leading()?);
+
+    // 3. The 1.x pod dies: its nodes go with its session, the Rust leader drops it.
+    pod1x.kill9()?;
+    keys.remove(pod1x.key());
+    expected.remove(&member_line(pod1x.key(), pod1x.port()));
+    wait_until_with(
+        SETTLE,
+        Duration::from_millis(300),
+        "the Rust pods to reconfigure without the dead 1.x pod",
+        || {
+            let state = ClusterState::read(&kz, NS, cluster)?;
+            let files: Vec<BTreeSet<String>> = rust.iter().map(members).collect();
+            if state.snapshot_keys() == keys
+                && state.pod_keys() == keys
+                && files.iter().all(|f| *f == expected)
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "snapshot={:?} files={files:?} | {}",
+                    state.snapshot_keys(),
+                    describe(&all)
+                ))
+            }
+        },
+    )?;
+    assert_eq!(
+        rust_leaders(&all).map_err(anyhow::Error::msg)?,
+        vec![leader]
+    );
+    let end: Value = serde_json::to_value(rust[leader].info()?.state)?;
+    assert_eq!(end, "leader");
+    Ok(())
+}
