@@ -100,7 +100,11 @@ fn dependency_created_after_its_dependent_then_a_chain_reconfigures() -> anyhow:
             Some(g) if g == addrs(&[p1]) => {
                 wait_settled(&[&lb], &kz, NS, "lb", Duration::ZERO).map_err(|e| e.to_string())
             }
-            other => Err(format!("grep.txt = {other:?} | {}", lb.summary())),
+            other => Err(format!(
+                "grep.txt = {other:?} | {}\nlb log: {}",
+                lb.summary(),
+                lb.log_tail(3000)
+            )),
         }
     })?;
     assert_ne!(one.zk.hash, hash0, "lb committed a new configuration");
@@ -162,7 +166,11 @@ fn wildcard_dependency_spans_matching_clusters() -> anyhow::Result<()> {
                 Some(g) if g == want => {
                     wait_settled(&[&lb], &kz, NS, "lb", Duration::ZERO).map_err(|e| e.to_string())
                 }
-                other => Err(format!("grep.txt = {other:?} | {}", lb.summary())),
+                other => Err(format!(
+                    "grep.txt = {other:?} | {}\nlb log: {}",
+                    lb.summary(),
+                    lb.log_tail(3000)
+                )),
             },
         )
     };

@@ -185,7 +185,7 @@ struct Driver<L> {
     seq: Option<u64>,
     session: &'static str,
     last_round: Option<RoundReport>,
-    body_cache: Option<(usize, Bytes, Bytes)>,
+    body_cache: BodyCache,
     shutdown: bool,
     done: bool,
     exit_code: i32,
@@ -316,7 +316,7 @@ pub(crate) async fn run<L: Lifecycle>(
             seq,
             session: "connecting",
             last_round: None,
-            body_cache: None,
+            body_cache: BodyCache::default(),
             shutdown: false,
             done: false,
             exit_code: 0,
@@ -686,7 +686,7 @@ impl<L: Lifecycle> Driver<L> {
                 request_timeout,
             } => {
                 let addr = body.pods.get(&key).and_then(Registration::control_addr);
-                let (pods, deps) = self.serialized(&body);
+                let (pods, deps) = self.body_cache.serialized(&body);
                 let client = self.client.clone();
                 let tx = self.tx.clone();
                 let permits = Arc::clone(&self.fan_out);
@@ -771,20 +771,6 @@ impl<L: Lifecycle> Driver<L> {
         }
     }
 
-    /// The pods and dependencies of a step's body, serialized once per step.
-    fn serialized(&mut self, body: &Arc<ControlBody>) -> (Bytes, Bytes) {
-        let ptr = Arc::as_ptr(body) as usize;
-        match &self.body_cache {
-            Some((p, pods, deps)) if *p == ptr => (pods.clone(), deps.clone()),
-            _ => {
-                let pods = Bytes::from(serde_json::to_vec(&body.pods).unwrap_or_default());
-                let deps = Bytes::from(serde_json::to_vec(&body.dependencies).unwrap_or_default());
-                self.body_cache = Some((ptr, pods.clone(), deps.clone()));
-                (pods, deps)
-            }
-        }
-    }
-
     fn publish(&self) {
         let now = Instant::now();
         let mut registration = self.settings.registration.clone();
@@ -865,6 +851,26 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The pods and dependencies of a step's body, serialized once per step (a round sends the same
+/// body to every pod). It holds the body's `Arc` itself: comparing bare addresses would match a
+/// new body allocated where a freed one was, and send the pods a stale view.
+#[derive(Default)]
+struct BodyCache(Option<(Arc<ControlBody>, Bytes, Bytes)>);
+
+impl BodyCache {
+    fn serialized(&mut self, body: &Arc<ControlBody>) -> (Bytes, Bytes) {
+        match &self.0 {
+            Some((cached, pods, deps)) if Arc::ptr_eq(cached, body) => (pods.clone(), deps.clone()),
+            _ => {
+                let pods = Bytes::from(serde_json::to_vec(&body.pods).unwrap_or_default());
+                let deps = Bytes::from(serde_json::to_vec(&body.dependencies).unwrap_or_default());
+                self.0 = Some((Arc::clone(body), pods.clone(), deps.clone()));
+                (pods, deps)
+            }
+        }
+    }
+}
+
 /// The control body for pod `key`: `{"pods":..,"dependencies":..,"key":..}` from the step's
 /// pre-serialized parts.
 fn control_body(pods: &[u8], deps: &[u8], key: &str) -> Bytes {
@@ -908,5 +914,39 @@ mod tests {
         assert_eq!(out.pods, body.pods);
         assert_eq!(out.dependencies, body.dependencies);
         assert_eq!(out.key, "k\"1");
+    }
+
+    fn body_of(keys: &[&str]) -> Arc<ControlBody> {
+        let pods: Pods = keys
+            .iter()
+            .map(|k| (k.to_string(), Registration::default()))
+            .collect();
+        Arc::new(ControlBody {
+            pods,
+            dependencies: Default::default(),
+            key: String::new(),
+        })
+    }
+
+    /// A round's body is serialized once, and a later body is never served the earlier bytes,
+    /// even when the earlier one was freed and the allocator hands out its address again (the
+    /// bug this cache once had: a new pod was sent the previous view and answered 400).
+    #[test]
+    fn body_cache_never_serves_a_freed_body() {
+        let mut cache = BodyCache::default();
+        for n in 1..50 {
+            let keys: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let body = body_of(&keys);
+            let (pods, _) = cache.serialized(&body);
+            let again = cache.serialized(&body).0;
+            assert!(
+                std::ptr::eq(pods.as_ptr(), again.as_ptr()),
+                "serialized once"
+            );
+            let decoded: Pods = serde_json::from_slice(&pods).unwrap();
+            assert_eq!(decoded.len(), n, "body {n} was served another body's bytes");
+            drop(body);
+        }
     }
 }
