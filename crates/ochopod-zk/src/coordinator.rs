@@ -555,65 +555,35 @@ impl Actor {
     /// Registers the pod: `P/pods/<key>.` (ephemeral sequential) holding the registration with
     /// `seq` = the first seq.
     ///
-    /// When the first seq is not known yet, registration takes two steps: create the node with
-    /// no `seq` in its payload (readers take the seq from the name's counter, so it is already
-    /// right), learn the counter, then atomically (one multi) delete it and create the final
-    /// node whose payload carries `seq` = that counter. Readers see the same key and seq
-    /// throughout; if the swap fails, the first node stays (it is correct as it is).
+    /// When the first seq is not known yet, the node is created with no `seq` in its payload
+    /// (readers take the seq from the name's counter, so it is already right), then its payload
+    /// is rewritten in place with `seq` = that counter. A data change is not a membership
+    /// change, and it consumes no counter: pods started one after another get consecutive seqs.
+    /// If the rewrite fails, the node stays as it is (it is correct as it is).
     async fn register(&mut self, sess: &mut Sess, after_expiry: bool) -> Result<(), Error> {
         self.ensure_layout(&sess.client).await?;
-        let dir = format!("{}/pods", self.p);
-        let prefix = format!("{dir}/{}.", self.id.key);
+        let prefix = format!("{}/pods/{}.", self.p, self.id.key);
         let options = CreateMode::EphemeralSequential.with_acls(Acls::new(&self.acls));
-        let (seq, counter) = match self.first_seq {
-            Some(seq) => {
-                let (_, counter) = sess
-                    .client
-                    .create(&prefix, &self.payload(Some(seq)), &options)
-                    .await
-                    .map_err(Error::zk("create", prefix.clone()))?;
-                (seq, counter.to_string())
-            }
+        let (_, created) = sess
+            .client
+            .create(&prefix, &self.payload(self.first_seq), &options)
+            .await
+            .map_err(Error::zk("create", prefix.clone()))?;
+        let counter = created.to_string();
+        let seq = match self.first_seq {
+            Some(seq) => seq,
             None => {
-                let (_, first) = sess
-                    .client
-                    .create(&prefix, &self.payload(None), &options)
-                    .await
-                    .map_err(Error::zk("create", prefix.clone()))?;
-                let seq = u64::try_from(first.into_i64()).unwrap_or_default();
+                let seq = u64::try_from(created.into_i64()).unwrap_or_default();
                 self.first_seq = Some(seq);
-                let mut writer = sess.client.new_multi_writer();
-                let swapped = async {
-                    writer.add_delete(&format!("{prefix}{first}"), None)?;
-                    writer.add_create(&prefix, &self.payload(Some(seq)), &options)?;
-                    let results = writer.commit().await.map_err(zk::Error::from)?;
-                    match results.into_iter().nth(1) {
-                        Some(zk::MultiWriteResult::Create { path, .. }) => Ok(path),
-                        other => Err(zk::Error::UnexpectedError(format!(
-                            "multi create answered {other:?}"
-                        ))),
-                    }
+                let path = format!("{prefix}{counter}");
+                if let Err(e) = sess
+                    .client
+                    .set_data(&path, &self.payload(Some(seq)), None)
+                    .await
+                {
+                    tracing::warn!(error = %e, %path, "could not write seq into the registration; readers take it from the node name");
                 }
-                .await;
-                match swapped {
-                    Ok(path) => (seq, path[prefix.len()..].to_string()),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not rewrite the registration with its seq; keeping the first node");
-                        // Find which of our nodes exists (the multi may have landed).
-                        let mine = sess
-                            .client
-                            .list_ephemerals(&dir)
-                            .await
-                            .map_err(Error::zk("list_ephemerals", dir.clone()))?;
-                        let name = mine
-                            .iter()
-                            .filter_map(|p| p.strip_prefix(&prefix))
-                            .max()
-                            .map(str::to_string)
-                            .ok_or_else(|| Error::zk("create", prefix.clone())(e))?;
-                        (seq, name)
-                    }
-                }
+                seq
             }
         };
         let node = format!("{}.{counter}", self.id.key);

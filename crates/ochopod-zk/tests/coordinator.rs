@@ -50,6 +50,10 @@ async fn registration_names_and_payloads() {
     let (key, counter) = node.rsplit_once('.').unwrap();
     assert_eq!(key, a.key);
     assert_eq!(counter.len(), 10, "ZooKeeper's 10-digit counter: {node}");
+    // One node, written once and updated in place: the seq is that node's own counter, and
+    // the first pod of a new cluster gets 0 (no counter spent on a swap).
+    assert_eq!(counter.parse::<u64>().unwrap(), seq, "{node}");
+    assert_eq!(seq, 0, "{node}");
     let payload = raw_pod(&zk, &ns, "web", &node).await;
     assert_eq!(payload["seq"], seq, "{payload}");
     assert_eq!(payload["ip"], "127.0.0.1");
@@ -724,8 +728,19 @@ async fn an_idle_cluster_sends_nothing_but_pings() {
     leader
         .expect_since(0, "all three", |e| members(e) == keys)
         .await;
-    let start = cons(zk.port).await;
-    assert_eq!(start.len(), 4, "one session per pod: {start:?}");
+    // The directory's session closes asynchronously on the server: wait until only the pods'
+    // sessions are listed.
+    let start = loop {
+        let now = cons(zk.port).await;
+        if now.len() == 4 {
+            break now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected one session per pod: {now:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     // Warm-up window (follower lock watches settle), then a measured window.
     let warm = after_pings(zk.port, &start, 3).await;
     let end = after_pings(zk.port, &warm, 3).await;
