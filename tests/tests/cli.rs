@@ -381,6 +381,11 @@ fn bad_names_and_unreachable_pods_give_one_line_and_a_code() -> anyhow::Result<(
     assert_ne!(out.code(), Some(0), "{out:?}");
     assert_eq!(out.stderr.trim().lines().count(), 1, "{out:?}");
     assert!(out.stderr.contains("cannot reach ZooKeeper"), "{out:?}");
+    // Said at once (no session timeout waited out), naming the host and why.
+    assert!(
+        out.stderr.contains(&nowhere) && out.stderr.contains("refused"),
+        "{out:?}"
+    );
     Ok(())
 }
 

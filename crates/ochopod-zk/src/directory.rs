@@ -44,8 +44,12 @@ pub struct Directory {
 
 impl Directory {
     /// Connects (with the settings' chroot and auth).
+    ///
+    /// Fails at once, naming each host's error, when no host accepts a TCP connection (refused,
+    /// unknown name): a tool should not wait out a session timeout to say ZooKeeper is not there.
     pub async fn connect(settings: &ZkSettings) -> Result<Directory, Error> {
         let target = Target::parse(settings)?;
+        refuse_early(&target.hosts).await?;
         Ok(Directory {
             client: target.connect().await?,
         })
@@ -182,4 +186,26 @@ impl DirectoryWatch {
             return Ok(event.path);
         }
     }
+}
+
+/// Errors out when every host of `hosts` (`h1:p1,h2:p2`) refuses a TCP connection or cannot be
+/// resolved. A host that does not answer within a second may still be slow rather than absent:
+/// then the ZooKeeper client's own connect (bounded by the session timeout) decides.
+async fn refuse_early(hosts: &str) -> Result<(), Error> {
+    let mut errors = Vec::new();
+    for host in hosts.split(',') {
+        let attempt = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            tokio::net::TcpStream::connect(host),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(_)) | Err(_) => return Ok(()),
+            Ok(Err(e)) => errors.push(format!("{host}: {e}")),
+        }
+    }
+    Err(Error::Input(format!(
+        "no ZooKeeper server accepts connections ({}): check the connection string and that the server runs",
+        errors.join("; ")
+    )))
 }
