@@ -1,9 +1,9 @@
 //! Mixed clusters and what ZooKeeper sees: [`Pod1x`], our Python pod that behaves like an
-//! Ochopod 1.x pod (`tests/py/pod1x.py`), a kazoo reading of one cluster ([`ClusterState`]), and
-//! ZooKeeper's own counters ([`mntr`], [`cons`]).
+//! Ochopod 1.x pod (`tests/py/pod1x.py`), and ZooKeeper's own counters ([`mntr`], [`cons`]).
+//! A kazoo reading of one cluster is [`crate::ClusterZk`].
 
 use crate::error::{Error, Result};
-use crate::kazoo::{ensure_python_deps, Kazoo, ZNode};
+use crate::kazoo::ensure_python_deps;
 use crate::ports::free_port;
 use crate::util::{file_tail, workspace_root};
 use crate::wait::wait_until;
@@ -239,106 +239,6 @@ impl Drop for Pod1x {
     }
 }
 
-/// One cluster as ZooKeeper holds it (DESIGN section 3), read by kazoo.
-#[derive(Clone, Debug)]
-pub struct ClusterState {
-    /// Pod nodes `<key>.<seq>` with a JSON object payload, by key: (payload, node).
-    pub pods: BTreeMap<String, (Value, ZNode)>,
-    /// Every other node under `pods/`.
-    pub foreign: Vec<ZNode>,
-    /// Lock contenders sorted by sequence (the first holds the lock).
-    pub contenders: Vec<ZNode>,
-    /// `snapshot` payload, with its node.
-    pub snapshot: Option<(Value, ZNode)>,
-    /// `hash`.
-    pub hash: Option<String>,
-    /// czxid of `coordinator`.
-    pub coordinator_czxid: Option<i64>,
-}
-
-impl ClusterState {
-    /// Reads `/ochopod/clusters/<namespace>.<cluster>`; `Err` as text (for [`wait_until`]).
-    pub fn read(kz: &Kazoo, namespace: &str, cluster: &str) -> Result<ClusterState, String> {
-        let root = kz
-            .dump(&Kazoo::cluster_path(namespace, cluster))
-            .map_err(|e| e.to_string())?
-            .ok_or("no cluster node yet")?;
-        let mut pods = BTreeMap::new();
-        let mut foreign = Vec::new();
-        for node in root
-            .at("pods")
-            .map(|p| p.children.clone())
-            .unwrap_or_default()
-        {
-            let ours = node.name.rsplit_once('.').and_then(|(k, s)| {
-                let digits = s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit());
-                let payload = node.json().ok().filter(Value::is_object)?;
-                digits.then(|| (k.to_string(), payload))
-            });
-            match ours {
-                Some((key, payload)) => {
-                    pods.insert(key, (payload, node));
-                }
-                None => foreign.push(node),
-            }
-        }
-        let coordinator = root.child("coordinator");
-        let mut contenders = coordinator.map(|c| c.children.clone()).unwrap_or_default();
-        contenders.sort_by_key(|c| lock_seq(&c.name));
-        let snapshot = match root.child("snapshot") {
-            Some(n) => Some((n.json().map_err(|e| e.to_string())?, n.clone())),
-            None => None,
-        };
-        Ok(ClusterState {
-            pods,
-            foreign,
-            contenders,
-            snapshot,
-            hash: root.child("hash").and_then(|h| h.data.clone()),
-            coordinator_czxid: coordinator.map(|c| c.czxid),
-        })
-    }
-
-    /// Keys of the registered pods.
-    pub fn pod_keys(&self) -> BTreeSet<String> {
-        self.pods.keys().cloned().collect()
-    }
-
-    /// Keys of `snapshot` (empty when missing).
-    pub fn snapshot_keys(&self) -> BTreeSet<String> {
-        self.snapshot
-            .as_ref()
-            .and_then(|(s, _)| s.as_object())
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// The session holding the lock (owner of the lowest contender).
-    pub fn holder_session(&self) -> Option<i64> {
-        self.contenders.first().map(|c| c.ephemeral_owner)
-    }
-
-    /// The session owning pod `key`'s node.
-    pub fn session_of(&self, key: &str) -> Option<i64> {
-        self.pods.get(key).map(|(_, n)| n.ephemeral_owner)
-    }
-
-    /// The seq pod `key` publishes: its payload's `seq`, else its node's counter.
-    pub fn seq_of(&self, key: &str) -> Option<u64> {
-        let (payload, node) = self.pods.get(key)?;
-        payload
-            .get("seq")
-            .and_then(Value::as_u64)
-            .or_else(|| Some(lock_seq(&node.name)))
-    }
-}
-
-/// The trailing counter of a sequential node name (`u64::MAX` when none).
-fn lock_seq(name: &str) -> u64 {
-    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-    name[name.len() - digits..].parse().unwrap_or(u64::MAX)
-}
-
 /// Sends a four-letter word (`mntr`, `cons`, `srvr`, ...) to a ZooKeeper on 127.0.0.1:`port`
 /// and returns its answer (the server must whitelist it, as `scripts/zk.sh` does).
 pub fn four_letter(port: u16, word: &str) -> Result<String> {
@@ -412,94 +312,4 @@ pub fn cons(port: u16) -> Result<BTreeMap<String, Connection>> {
 /// Where the pod1x script lives (for messages).
 pub fn pod1x_script() -> PathBuf {
     workspace_root().join("tests/py/pod1x.py")
-}
-
-/// A settled cluster: every agent runs its process, exactly one is a clean `leader`, it holds
-/// the lock, and `snapshot` lists exactly the agents.
-#[derive(Clone, Debug)]
-pub struct Settled {
-    /// `/info` of every agent, in the order given.
-    pub infos: Vec<crate::Info>,
-    /// Index of the leader among the agents.
-    pub leader: usize,
-    /// ZooKeeper at that moment.
-    pub zk: ClusterState,
-}
-
-/// Waits until `agents` form a [`Settled`] cluster `namespace.cluster`.
-pub fn wait_settled(
-    agents: &[&crate::Agent],
-    kz: &Kazoo,
-    namespace: &str,
-    cluster: &str,
-    timeout: Duration,
-) -> Result<Settled> {
-    crate::wait::wait_until_with(
-        timeout,
-        Duration::from_millis(300),
-        &format!("{namespace}.{cluster}: {} pods settled", agents.len()),
-        || {
-            let infos: Vec<crate::Info> = agents
-                .iter()
-                .map(|a| a.info().map_err(|e| e.to_string()))
-                .collect::<Result<_, _>>()?;
-            let leaders: Vec<usize> = (0..infos.len())
-                .filter(|i| infos[*i].state.starts_with("leader"))
-                .collect();
-            let running = infos.iter().all(|i| i.process == "running");
-            if !(running && leaders.len() == 1 && infos[leaders[0]].state == "leader") {
-                return Err(crate::describe(agents));
-            }
-            let zk = ClusterState::read(kz, namespace, cluster)?;
-            let keys: BTreeSet<String> = infos.iter().map(|i| i.key.clone()).collect();
-            let owner = zk.session_of(&infos[leaders[0]].key);
-            let ok = zk.snapshot_keys() == keys
-                && zk.pod_keys() == keys
-                && owner.is_some()
-                && zk.holder_session() == owner
-                && zk.snapshot.as_ref().map(|(_, n)| n.ephemeral_owner) == owner;
-            if ok {
-                Ok(Settled {
-                    infos,
-                    leader: leaders[0],
-                    zk,
-                })
-            } else {
-                Err(format!(
-                    "pods={:?} snapshot={:?} | {}",
-                    zk.pod_keys(),
-                    zk.snapshot_keys(),
-                    crate::describe(agents)
-                ))
-            }
-        },
-    )
-}
-
-/// `POST /control/<task>/10` to `agent` with a JSON body and, when given, the header
-/// `X-Ochopod-Epoch: <epoch>` (`"<czxid>-<seq>"`), as a leader of that epoch would send it.
-pub fn control_with_epoch(
-    agent: &crate::Agent,
-    task: &str,
-    epoch: Option<&str>,
-    body: &Value,
-) -> Result<crate::Reply> {
-    let url = agent.url(&format!("/control/{task}/10"));
-    let http: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let mut req = http.post(&url).header("content-type", "application/json");
-    if let Some(epoch) = epoch {
-        req = req.header(ochopod_core::wire::EPOCH_HEADER, epoch);
-    }
-    let mut resp = req.send(body.to_string()).map_err(|e| Error::Http {
-        url: url.clone(),
-        why: e.to_string(),
-    })?;
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Ok(crate::Reply { status, body })
 }

@@ -13,7 +13,10 @@
 //!   agent and ZooKeeper.
 //! - [`Agent`]: one `ochopod run` process built from a [`PodSpec`] (or a spec text or folder),
 //!   with signals (`kill9`, `sigterm`, `sigstop`, `sigcont`) and HTTP (`info`, `control`).
-//! - [`Kazoo`]: an independent ZooKeeper reader/writer (python kazoo, `tests/py/zkdump.py`).
+//! - [`Kazoo`]: an independent ZooKeeper reader/writer (python kazoo, `tests/py/zkdump.py`);
+//!   [`ClusterZk`]: one cluster as ZooKeeper holds it, read with it; [`wait_settled`]: a cluster
+//!   at rest by `/info` and ZooKeeper; [`control_with_epoch`]: a control call as a leader of a
+//!   given epoch sends it.
 //! - [`wait_until`]: poll a condition until a deadline; failures show the last observed state.
 //! - [`free_port`]: a loopback port nobody else in this test process was given.
 //!
@@ -37,6 +40,7 @@
 #![warn(missing_docs)]
 
 mod agent;
+mod cluster;
 pub mod docker;
 mod error;
 pub mod interop;
@@ -53,6 +57,7 @@ mod zk;
 pub use agent::{
     agent_binary, describe, infos_by_key, Agent, PodSpec, Reply, SpecSource, NO_BUILD, OCHOPOD_BIN,
 };
+pub use cluster::{control_with_epoch, wait_settled, ClusterZk, Settled};
 pub use error::{Error, Result};
 pub use kazoo::{ensure_python_deps, Kazoo, ZNode};
 pub use ochopod_core::wire::Info;

@@ -7,9 +7,7 @@
 //! 100 ms tick, 3 s sessions; the order of events and loose bounds only. The scenarios run one
 //! at a time so a shared 2-core machine keeps every bound loose enough.
 
-use ochopod_e2e::interop::{
-    cons, control_with_epoch, mntr, wait_settled, ClusterState, Connection,
-};
+use ochopod_e2e::interop::{cons, mntr, Connection};
 use ochopod_e2e::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,7 +87,7 @@ fn dependency_created_after_its_dependent_then_a_chain_reconfigures() -> anyhow:
         kz.dump(&Kazoo::cluster_path(NS, "web"))?.is_none(),
         "web does not exist yet"
     );
-    let hash0 = first.zk.hash.clone();
+    let hash0 = first.zk.hash_text();
 
     // web appears after lb.
     let (spec, p1) = sleeper(&zk.connect_string(), "web")?;
@@ -107,14 +105,18 @@ fn dependency_created_after_its_dependent_then_a_chain_reconfigures() -> anyhow:
             )),
         }
     })?;
-    assert_ne!(one.zk.hash, hash0, "lb committed a new configuration");
+    assert_ne!(
+        one.zk.hash_text(),
+        hash0,
+        "lb committed a new configuration"
+    );
 
     // The chain: a second web pod joins, web reconfigures, then lb re-renders.
     let (spec, p2) = sleeper(&zk.connect_string(), "web")?;
     let w2 = Agent::spawn(&spec)?;
     let mut early = None;
     let two = wait_until(SETTLE, "lb to render both web pods", || {
-        let web = ClusterState::read(&kz, NS, "web")?;
+        let web = ClusterZk::read(&kz, NS, "web")?;
         let g = grepped(&lb);
         let w2_key = w2.info().map(|i| i.key).unwrap_or_default();
         if g.as_ref()
@@ -139,7 +141,7 @@ fn dependency_created_after_its_dependent_then_a_chain_reconfigures() -> anyhow:
     assert_eq!(early, None);
     let web = wait_settled(&[&w1, &w2], &kz, NS, "web", SETTLE)?;
     assert_eq!(web.zk.snapshot_keys().len(), 2);
-    assert_ne!(two.zk.hash, one.zk.hash, "lb committed again");
+    assert_ne!(two.zk.hash_text(), one.zk.hash_text(), "lb committed again");
     Ok(())
 }
 
@@ -182,7 +184,7 @@ fn wildcard_dependency_spans_matching_clusters() -> anyhow::Result<()> {
     webs.push(Agent::spawn(&spec)?);
     ports.push(port);
     let three = wait_grep(&ports)?;
-    assert_ne!(three.zk.hash, two.zk.hash);
+    assert_ne!(three.zk.hash_text(), two.zk.hash_text());
     for (cl, w) in ["web-a", "web-b", "web-c"].iter().zip(&webs) {
         wait_settled(&[w], &kz, NS, cl, SETTLE)?;
     }
@@ -213,7 +215,7 @@ fn reset_keeps_key_and_seq() -> anyhow::Result<()> {
         assert_eq!(reply.status, 200, "{:?}", reply.body);
         let (info, state) = wait_until(SETTLE, "the pod to register again", || {
             let info = agents[target].info().map_err(|e| e.to_string())?;
-            let state = ClusterState::read(&kz, NS, cluster)?;
+            let state = ClusterZk::read(&kz, NS, cluster)?;
             match state.pods.get(&before.key) {
                 Some((_, node))
                     if node.ephemeral_owner != node_before.ephemeral_owner
@@ -298,7 +300,7 @@ fn stale_leader_epoch_is_refused_with_409() -> anyhow::Result<()> {
 
 /// Session ids of the cluster's pods (owners of their nodes).
 fn sessions(kz: &Kazoo, cluster: &str) -> anyhow::Result<BTreeSet<String>> {
-    let state = ClusterState::read(kz, NS, cluster).map_err(anyhow::Error::msg)?;
+    let state = ClusterZk::read(kz, NS, cluster).map_err(anyhow::Error::msg)?;
     Ok(state
         .pods
         .values()
@@ -391,7 +393,7 @@ fn an_idle_three_pod_cluster_sends_only_pings() -> anyhow::Result<()> {
     );
     // Still the same cluster (nobody re-registered or re-elected meanwhile).
     let end = wait_settled(&all, &kz, NS, cluster, SETTLE)?;
-    assert_eq!(end.zk.hash, settled.zk.hash);
+    assert_eq!(end.zk.hash_text(), settled.zk.hash_text());
     assert_eq!(end.leader, settled.leader);
     Ok(())
 }

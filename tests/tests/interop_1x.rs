@@ -6,7 +6,7 @@
 //! calls the 1.x pod recorded, `/info`, and the files the Rust pods rendered.
 //! Real ZooKeeper (100 ms tick), 3 s sessions; order of events and loose bounds only.
 
-use ochopod_e2e::interop::{Call, ClusterState, Pod1x};
+use ochopod_e2e::interop::{Call, Pod1x};
 use ochopod_e2e::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -121,7 +121,7 @@ fn rust_leader_configures_a_1x_member() -> anyhow::Result<()> {
                 .iter()
                 .map(|a| a.info().map_err(|e| e.to_string()))
                 .collect::<Result<_, _>>()?;
-            let state = ClusterState::read(&kz, NS, cluster)?;
+            let state = ClusterZk::read(&kz, NS, cluster)?;
             let files: Vec<BTreeSet<String>> = rust.iter().map(members).collect();
             let pod1x_on = last_call(&pod1x.calls(), "ok").map(|(_, c)| c.pod_keys().len());
             let done = leaders.len() == 1
@@ -219,7 +219,7 @@ fn rust_leader_configures_a_1x_member() -> anyhow::Result<()> {
         pod1x.seq(),
         "a 1.x pod's seq is its node's counter"
     );
-    let hash = state.hash.clone().unwrap_or_default();
+    let hash = state.hash_text().unwrap_or_default();
     assert!(is_hex(&hash, 64), "hash {hash:?}");
 
     // The garbage is still there, skipped and logged, never in the snapshot.
@@ -278,7 +278,7 @@ fn rust_contenders_wait_behind_a_1x_leader() -> anyhow::Result<()> {
                 keys.insert(i.key.clone());
                 expected.insert(member_line(&i.key, a.port()));
             }
-            let state = ClusterState::read(&kz, NS, cluster)?;
+            let state = ClusterZk::read(&kz, NS, cluster)?;
             let files: Vec<BTreeSet<String>> = rust.iter().map(members).collect();
             let done = infos.iter().all(|i| i.process == "running")
                 && state.contenders.len() == 3
@@ -306,7 +306,7 @@ fn rust_contenders_wait_behind_a_1x_leader() -> anyhow::Result<()> {
         "1.x holds the lock"
     );
     assert_eq!(before.holder_session(), before.session_of(pod1x.key()));
-    let md5 = before.hash.clone().unwrap_or_default();
+    let md5 = before.hash_text().unwrap_or_default();
     assert!(
         is_hex(&md5, 32),
         "the 1.x leader writes an MD5 hash: {md5:?}"
@@ -334,12 +334,12 @@ fn rust_contenders_wait_behind_a_1x_leader() -> anyhow::Result<()> {
             if !leaders.is_empty() && pod1x.is_leading().unwrap_or(false) {
                 both.get_or_insert(leaders.clone());
             }
-            let state = ClusterState::read(&kz, NS, cluster)?;
+            let state = ClusterZk::read(&kz, NS, cluster)?;
             let fresh: Vec<Call> = pod1x.calls().split_off(calls_before);
             let configured = fresh
                 .iter()
                 .any(|c| c.task == "ok" && c.epoch.is_some() && c.pod_keys() == keys);
-            let hash = state.hash.clone().unwrap_or_default();
+            let hash = state.hash_text().unwrap_or_default();
             if leaders.len() == 1 && configured && state.snapshot_keys() == keys && hash.len() == 64
             {
                 Ok((leaders[0], state))
@@ -371,7 +371,7 @@ fn rust_contenders_wait_behind_a_1x_leader() -> anyhow::Result<()> {
         Duration::from_millis(300),
         "the Rust pods to reconfigure without the dead 1.x pod",
         || {
-            let state = ClusterState::read(&kz, NS, cluster)?;
+            let state = ClusterZk::read(&kz, NS, cluster)?;
             let files: Vec<BTreeSet<String>> = rust.iter().map(members).collect();
             if state.snapshot_keys() == keys
                 && state.pod_keys() == keys

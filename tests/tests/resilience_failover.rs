@@ -293,7 +293,12 @@ fn frozen_leader_mid_round_is_fenced_and_steps_down() -> anyhow::Result<()> {
     assert_eq!(mid.leader_info().key, agents[new].info()?.key);
     // The frozen leader's epoch is stale for every pod the new leader configured.
     for i in &others {
-        let r = control_with_epoch(&agents[*i], "on", stale, &json!({}))?;
+        let r = control_with_epoch(
+            &agents[*i],
+            "on",
+            Some(&format!("{}-{}", stale.0, stale.1)),
+            &json!({}),
+        )?;
         assert_eq!(
             r.status, 409,
             "pod {i} must refuse the frozen leader's epoch {stale:?}: {r:?}"
