@@ -158,6 +158,20 @@ impl Leader {
         }
     }
 
+    /// Continues the round numbering of an earlier leadership term of the same process (pass
+    /// that term's [`Leader::last_round_id`]). Round ids then stay unique for the process's
+    /// life, so a reply or commit result of a round from an earlier term, arriving late, can
+    /// never be taken for one of a round of this term.
+    pub fn continue_rounds(mut self, last_round_id: u64) -> Self {
+        self.rounds = last_round_id;
+        self
+    }
+
+    /// The id of the last round this leader started (or was continued from); 0 before any.
+    pub fn last_round_id(&self) -> u64 {
+        self.rounds
+    }
+
     /// Leadership starts: the committed hash read from `P/hash`, whether `P/snapshot` exists, the
     /// current members and the snapshots of every matching dependency cluster.
     pub fn handle_elected(
@@ -291,6 +305,10 @@ impl Leader {
 
     /// The cluster probe answered: `Ok(status)` or `Err(message)`.
     pub fn handle_probe(&mut self, now: Instant, result: Result<String, String>) {
+        if !self.probing {
+            // A result nobody waits for (a probe of an earlier leadership term).
+            return;
+        }
         self.probing = false;
         self.status = match result {
             Ok(s) => s.trim().to_string(),
@@ -680,5 +698,45 @@ mod tests {
         l.handle_reply(t1, round, "a", Reply::Status(200, String::new()));
         l.handle_commit(t1, round, Ok(()));
         assert_eq!(l.dirty_since(), None, "clean after the commit");
+    }
+
+    fn first_control(l: &mut Leader) -> (u64, Task, String) {
+        match l.poll_action() {
+            Some(LeaderAction::Control {
+                round, task, key, ..
+            }) => (round, task, key),
+            other => panic!("expected a control request, got {other:?}"),
+        }
+    }
+
+    /// A new leadership term of the same process continues the round ids, so a late reply and
+    /// a late commit result of the earlier term's round 1 do not count for the new round.
+    #[test]
+    fn a_new_term_never_takes_an_earlier_terms_replies() {
+        let t0 = Instant::now();
+        let mut old = Leader::new(ModelSettings::default(), "demo.web", Vec::new());
+        old.handle_elected(t0, None, pods(&["a", "b"]), Vec::new());
+        let (r1, _, _) = first_control(&mut old);
+        assert_eq!(r1, 1);
+        // Deposed mid-round, elected again: a fresh machine continuing the numbering.
+        let mut l = Leader::new(ModelSettings::default(), "demo.web", Vec::new())
+            .continue_rounds(old.last_round_id());
+        l.handle_elected(t0, None, pods(&["a", "b"]), Vec::new());
+        let (r2, task, _) = first_control(&mut l);
+        assert_eq!((r2, task), (2, Task::Check));
+        while l.poll_action().is_some() {}
+        // The old term's answers (its `on` of round 1, say) arrive now: ignored.
+        l.handle_reply(t0, r1, "a", Reply::Status(200, String::new()));
+        l.handle_reply(t0, r1, "b", Reply::Status(200, String::new()));
+        l.handle_commit(t0, r1, Ok(()));
+        assert!(
+            l.poll_action().is_none(),
+            "no step may advance on another round's replies"
+        );
+        // The new round's own replies move it to `on`.
+        l.handle_reply(t0, r2, "a", Reply::Status(200, String::new()));
+        l.handle_reply(t0, r2, "b", Reply::Status(200, String::new()));
+        let (r, task, _) = first_control(&mut l);
+        assert_eq!((r, task), (r2, Task::On));
     }
 }

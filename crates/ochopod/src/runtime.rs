@@ -186,6 +186,13 @@ struct Driver<L> {
     session: &'static str,
     last_round: Option<RoundReport>,
     body_cache: BodyCache,
+    /// The last round id of this process's earlier leadership terms: a new term continues from
+    /// it, so late replies of an old term never match a new round.
+    last_round_id: u64,
+    /// The round whose control requests may still go out (0: none). Requests queued behind the
+    /// fan-out limit check it once they get a permit, so an aborted round or a lost leadership
+    /// stops sending at once.
+    active_round: Arc<std::sync::atomic::AtomicU64>,
     shutdown: bool,
     done: bool,
     exit_code: i32,
@@ -317,6 +324,8 @@ pub(crate) async fn run<L: Lifecycle>(
             session: "connecting",
             last_round: None,
             body_cache: BodyCache::default(),
+            last_round_id: 0,
+            active_round: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             shutdown: false,
             done: false,
             exit_code: 0,
@@ -444,7 +453,7 @@ impl<L: Lifecycle> Driver<L> {
                 self.shutdown = true;
                 info!("stopping: leaving the cluster first, then tearing the process down");
                 // Leadership moves at once: nothing more is led from here.
-                self.leader = None;
+                self.end_term();
                 let (done_tx, done_rx) = oneshot::channel();
                 let sent = self.zk.send(ZkCommand::Leave(done_tx)).is_ok();
                 let tx = self.tx.clone();
@@ -487,12 +496,13 @@ impl<L: Lifecycle> Driver<L> {
                     .metrics
                     .zk_connected
                     .set(i64::from(matches!(state, SessionState::Connected)));
-                if let Some((l, _)) = &mut self.leader {
-                    match state {
-                        SessionState::Connected => l.handle_connection(now, true),
-                        SessionState::Disconnected => l.handle_connection(now, false),
-                        SessionState::Expired => self.leader = None,
+                match (state, &mut self.leader) {
+                    (SessionState::Expired, _) => {
+                        self.end_term();
                     }
+                    (SessionState::Connected, Some((l, _))) => l.handle_connection(now, true),
+                    (SessionState::Disconnected, Some((l, _))) => l.handle_connection(now, false),
+                    (_, None) => {}
                 }
             }
             ZkEvent::Registered {
@@ -519,11 +529,13 @@ impl<L: Lifecycle> Driver<L> {
                 dependencies,
             } => {
                 info!(%epoch, members = members.len(), "elected leader");
+                self.end_term();
                 let mut leader = Leader::new(
                     self.settings.model.clone(),
                     &self.settings.registration.full_cluster(),
                     self.patterns.clone(),
-                );
+                )
+                .continue_rounds(self.last_round_id);
                 let deps = dependencies
                     .into_iter()
                     .map(|d| (d.cluster, d.snapshot, d.has_pods))
@@ -533,7 +545,7 @@ impl<L: Lifecycle> Driver<L> {
                 self.shared.metrics.leader.set(1);
             }
             ZkEvent::Deposed { reason } => {
-                if self.leader.take().is_some() {
+                if self.end_term() {
                     warn!(%reason, "no longer leader");
                 }
                 self.shared.metrics.leader.set(0);
@@ -553,6 +565,20 @@ impl<L: Lifecycle> Driver<L> {
                     l.handle_commit(now, round, result);
                 }
             }
+        }
+    }
+
+    /// Ends the current leadership term, if any (returns whether there was one): its round
+    /// numbering is kept for the next term and its queued requests are not sent.
+    fn end_term(&mut self) -> bool {
+        self.active_round
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        match self.leader.take() {
+            Some((l, _)) => {
+                self.last_round_id = self.last_round_id.max(l.last_round_id());
+                true
+            }
+            None => false,
         }
     }
 
@@ -690,8 +716,19 @@ impl<L: Lifecycle> Driver<L> {
                 let client = self.client.clone();
                 let tx = self.tx.clone();
                 let permits = Arc::clone(&self.fan_out);
+                let active = Arc::clone(&self.active_round);
+                if task != Task::Ok {
+                    active.store(round, std::sync::atomic::Ordering::Relaxed);
+                }
                 tokio::spawn(async move {
                     let _permit = permits.acquire_owned().await;
+                    // Queued behind the fan-out limit while the round ended (aborted, or the
+                    // leadership lost): not sent. `ok` is sent after the round's end.
+                    if task != Task::Ok
+                        && active.load(std::sync::atomic::Ordering::Relaxed) != round
+                    {
+                        return;
+                    }
                     // Built once a permit is held: at most `fan_out` bodies exist at once.
                     let payload = control_body(&pods, &deps, &key);
                     let reply = match addr {
@@ -762,6 +799,8 @@ impl<L: Lifecycle> Driver<L> {
                 });
             }
             LeaderAction::RoundEnded(mut report) => {
+                self.active_round
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
                 report.started_ms = unix_ms().saturating_sub(report.duration_ms);
                 let ok = report.outcome == "ok";
                 info!(outcome = %report.outcome, ms = report.duration_ms, "configuration round ended");
