@@ -600,12 +600,13 @@ impl Actor {
     }
 
     /// Watches our own pod node, so a deletion behind our back registers the pod again.
-    async fn watch_own_node(&self, sess: &mut Sess, node: &str) -> Result<(), Error> {
+    /// Returns whether the node exists (the watch then fires on its deletion).
+    async fn watch_own_node(&self, sess: &mut Sess, node: &str) -> Result<bool, Error> {
         if let Some(task) = sess.own_watch.take() {
             task.abort();
         }
         let path = format!("{}/pods/{node}", self.p);
-        let (_, task) = watch_exists(
+        let (exists, task) = watch_exists(
             &sess.client,
             &path,
             Tag::OwnNode(node.to_string()),
@@ -613,7 +614,7 @@ impl Actor {
         )
         .await?;
         sess.own_watch = Some(task);
-        Ok(())
+        Ok(exists)
     }
 
     fn contend(&self, client: &Client) -> LockFuture {
@@ -642,12 +643,20 @@ impl Actor {
             zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
                 tracing::info!("reconnected to ZooKeeper");
                 sess.connected = true;
-                self.emit(ZkEvent::Session(SessionState::Connected)).await;
+                if sess.node.is_none() {
+                    // Our node was deleted and creating it again failed (the connection was
+                    // lost meanwhile): try again now.
+                    if let Err(e) = self.register(sess, false).await {
+                        tracing::warn!(error = %e, "registering again failed");
+                    }
+                }
                 if matches!(sess.role, Role::Leading(_)) {
                     // Persistent watches may miss events across a reconnection
-                    // (ZOOKEEPER-4698): read everything once again.
+                    // (ZOOKEEPER-4698): read everything once again, before the leader hears it
+                    // is connected and may start a round.
                     self.refresh_all(sess).await;
                 }
+                self.emit(ZkEvent::Session(SessionState::Connected)).await;
                 None
             }
             terminal => {
@@ -963,17 +972,23 @@ impl Actor {
     async fn on_watch(&mut self, sess: &mut Sess, tag: Tag, event: WatchedEvent) {
         match tag {
             Tag::OwnNode(node) => {
-                if sess.node.as_deref() == Some(node.as_str())
-                    && event.event_type == EventType::NodeDeleted
-                {
+                if sess.node.as_deref() != Some(node.as_str()) {
+                    return;
+                }
+                // Re-arm the watch; a node gone by then was deleted between the event and now.
+                let deleted = event.event_type == EventType::NodeDeleted
+                    || match self.watch_own_node(sess, &node).await {
+                        Ok(exists) => !exists,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot watch our pod node");
+                            false
+                        }
+                    };
+                if deleted {
                     tracing::warn!(%node, "our pod node was deleted; registering again");
                     sess.node = None;
                     if let Err(e) = self.register(sess, false).await {
                         tracing::warn!(error = %e, "registering again failed");
-                    }
-                } else if sess.node.as_deref() == Some(node.as_str()) {
-                    if let Err(e) = self.watch_own_node(sess, &node).await {
-                        tracing::warn!(error = %e, "cannot watch our pod node");
                     }
                 }
             }
