@@ -204,6 +204,19 @@ impl Leader {
         // `state_dir`), it is a new process and gets configured again.
         let members = &self.members;
         self.dead.retain(|k| members.contains_key(k));
+        // A pod the current step still waits on (or has yet to ask) left ZooKeeper: the step
+        // cannot succeed, so abort now instead of waiting out its request timeout.
+        if let Phase::Round(r) = &self.phase {
+            let gone = r
+                .waiting
+                .iter()
+                .chain(r.queue.iter())
+                .find(|k| !self.members.contains_key(*k));
+            if let (Some(key), None) = (gone, &r.committing) {
+                let why = format!("pod {key} left the cluster during {}", r.task);
+                self.abort(now, why);
+            }
+        }
         self.evaluate(now);
     }
 

@@ -319,6 +319,46 @@ fn any_other_failure_aborts_and_retries_with_a_capped_doubling_backoff() {
 }
 
 #[test]
+fn a_pod_leaving_while_the_step_waits_on_it_aborts_at_once() {
+    for (task, sequential) in [(Task::Check, false), (Task::On, false), (Task::Check, true)] {
+        let what = format!("{task} sequential={sequential}");
+        let mut s = LeaderSim::new(ModelSettings {
+            sequential,
+            ..ModelSettings::default()
+        });
+        s.auto = false;
+        s.elected(None, pods(&["pod-a", "pod-b", "pod-c"]));
+        s.answer("pod-a", ok()); // check (in sequential mode, b and c are not asked yet)
+        if task == Task::On {
+            s.answer("pod-b", ok());
+            s.answer("pod-c", ok());
+            s.answer("pod-a", ok()); // on
+        }
+        // pod-c vanishes from ZooKeeper while the step still waits on (or queues) it.
+        s.at(2.0).members(pods(&["pod-a", "pod-b"]));
+        let outcomes = s.outcomes();
+        assert_eq!(outcomes.len(), 1, "{what}: aborted at once, {outcomes:?}");
+        assert!(
+            outcomes[0].contains("pod-c") && outcomes[0].contains("left"),
+            "{what}: {outcomes:?}"
+        );
+        assert_eq!(s.leader.state(), "leader (retrying)", "{what}");
+        // The retry (after the 1 s minimum) configures the two that remain.
+        s.auto = true;
+        s.inflight.clear();
+        s.run_until(10.0);
+        let commits = s.commit_log();
+        assert_eq!(commits.len(), 1, "{what}");
+        assert_eq!(keys(&commits[0].3), vec!["pod-a", "pod-b"], "{what}");
+        assert_eq!(
+            s.round_starts()[1].1,
+            secs(3.0),
+            "{what}: retried after 1 s"
+        );
+    }
+}
+
+#[test]
 fn the_backoff_resets_after_a_successful_round() {
     let mut s = LeaderSim::new(model(0.0));
     let failing = std::rc::Rc::new(std::cell::Cell::new(true));
