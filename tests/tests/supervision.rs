@@ -279,6 +279,44 @@ fn a_soft_process_ignoring_sigterm_is_left_alone() -> anyhow::Result<()> {
     off_with_sigterm_ignored(true)
 }
 
+/// The group leader dies at SIGTERM while another member of its group ignores it (a shell
+/// whose app outlives it): `off` is over only once the whole group is gone, the straggler
+/// being SIGKILLed at the grace, so a restart never runs beside the old process.
+#[test]
+fn a_group_member_outliving_its_leader_is_sigkilled_at_the_grace() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let mut s = spec(&zk, "straggler")?;
+    s.set("process", "grace", 1.5);
+    shell(
+        &mut s,
+        "(trap '' TERM; exec sleep 600) & echo $! > straggler.pid; exec sleep 600",
+    );
+    let agent = Agent::spawn(&s)?;
+    let leader = wait_running(&agent)?.pid.expect("pid");
+    let straggler: u32 = wait_file(&agent, "straggler.pid")?.trim().parse()?;
+    assert_ne!(straggler, leader);
+    assert!(pid_alive(straggler), "the straggler runs");
+
+    let started = Instant::now();
+    let reply = agent.control("off", None, None)?;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 200, "off: {:?}", reply.body);
+    assert!(
+        took >= Duration::from_millis(1200),
+        "off answered after {took:?}: before the 1.5 s grace, with the straggler alive"
+    );
+    assert!(!pid_alive(leader), "the leader died of SIGTERM");
+    assert_eq!(
+        proc_state(straggler),
+        None,
+        "the straggler was SIGKILLed and reaped before off answered"
+    );
+    let after = agent.info()?;
+    assert_eq!((after.process.as_str(), after.pid), ("stopped", None));
+    assert!(agent.zombie_children().is_empty());
+    Ok(())
+}
+
 #[test]
 fn a_crash_loop_backs_off_trips_the_breaker_and_restarts_on_on() -> anyhow::Result<()> {
     let zk = ZkServer::start()?;

@@ -52,7 +52,7 @@ pub use command::{Child, CommandSpec, ExitStatus, Output, OutputMode, Program};
 pub use nix::sys::signal::Signal;
 pub use pod_log::{PodLog, POD_LOG_CAP};
 pub use reaper::{Reaper, CAPTURE_CAP};
-pub use signals::{agent_signals, signal_group, AgentSignal};
+pub use signals::{agent_signals, group_alive, signal_group, AgentSignal};
 
 /// Everything that can go wrong while supervising processes.
 #[derive(Debug, thiserror::Error)]

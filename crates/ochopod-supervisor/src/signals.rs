@@ -31,6 +31,21 @@ pub fn signal_group(pgid: u32, sig: Signal) -> Result<(), Error> {
     }
 }
 
+/// Whether process group `pgid` still has a member (zombies included, until reaped). A group
+/// that is not ours to check (0, 1, the agent's own) reads as empty.
+pub fn group_alive(pgid: u32) -> bool {
+    match i32::try_from(pgid) {
+        Ok(raw) if raw > 1 && Pid::from_raw(raw) != nix::unistd::getpgrp() => {
+            // Signal 0 checks existence and permission without sending anything.
+            !matches!(
+                nix::sys::signal::killpg(Pid::from_raw(raw), None),
+                Err(Errno::ESRCH)
+            )
+        }
+        _ => false,
+    }
+}
+
 /// A signal the agent received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use ochopod_supervisor::{
-    signal_group, CommandSpec, Error, ExitStatus, OutputMode, PodLog, Reaper, Signal, CAPTURE_CAP,
-    POD_LOG_CAP,
+    group_alive, signal_group, CommandSpec, Error, ExitStatus, OutputMode, PodLog, Reaper, Signal,
+    CAPTURE_CAP, POD_LOG_CAP,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -173,6 +173,11 @@ async fn signal_group_reaches_the_shell_and_its_background_grandchild() {
     })
     .await;
     assert!(stat(grandchild).is_some(), "the grandchild runs");
+    assert!(group_alive(child.pid()), "the group has members");
+    assert!(
+        !group_alive(1) && !group_alive(0),
+        "init's and ours read as empty"
+    );
 
     child.signal_group(Signal::SIGTERM).unwrap();
     assert_eq!(
@@ -180,6 +185,7 @@ async fn signal_group_reaches_the_shell_and_its_background_grandchild() {
         ExitStatus::Signaled(Signal::SIGTERM as i32)
     );
     eventually("the grandchild is killed and reaped", || gone(grandchild)).await;
+    eventually("the group is empty", || !group_alive(child.pid())).await;
     // The group is empty now: signalling it again is not an error.
     child.signal_group(Signal::SIGKILL).unwrap();
 }

@@ -193,6 +193,9 @@ struct Driver<L> {
     /// fan-out limit check it once they get a permit, so an aborted round or a lost leadership
     /// stops sending at once.
     active_round: Arc<std::sync::atomic::AtomicU64>,
+    /// Set from a tear-down until the next spawn: the exit of the process's group leader is
+    /// then reported only once its whole group is gone (or SIGKILLed at the grace).
+    tearing_down: Arc<std::sync::atomic::AtomicBool>,
     shutdown: bool,
     done: bool,
     exit_code: i32,
@@ -326,6 +329,7 @@ pub(crate) async fn run<L: Lifecycle>(
             body_cache: BodyCache::default(),
             last_round_id: 0,
             active_round: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            tearing_down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             shutdown: false,
             done: false,
             exit_code: 0,
@@ -635,6 +639,8 @@ impl<L: Lifecycle> Driver<L> {
             }
             PodAction::Terminate => {
                 let Some(pid) = self.pod.pid() else { return };
+                self.tearing_down
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 let l = Arc::clone(&self.lifecycle);
                 tokio::spawn(async move {
                     match l.tear_down(pid).await {
@@ -683,12 +689,27 @@ impl<L: Lifecycle> Driver<L> {
                 OutputMode::Inherit
             },
         };
+        self.tearing_down
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let mut child = self.reaper.spawn(&spec).map_err(|e| e.to_string())?;
         let pid = child.pid();
         info!(pid, "process started");
         let tx = self.tx.clone();
+        let tearing_down = Arc::clone(&self.tearing_down);
+        // Bound of the wait for the rest of the group: the pod machine SIGKILLs the group at
+        // the grace (its pid is still current), or, when soft, gives up on it then.
+        let bound = self.settings.process.grace + Duration::from_secs(5);
         tokio::spawn(async move {
             let status = child.wait().await;
+            if tearing_down.load(std::sync::atomic::Ordering::Relaxed) {
+                // The group leader is gone, but the tear-down is over only once the rest of
+                // its group is (a `sh -c 'app; ...'` shell dies at SIGTERM before its app).
+                let deadline = tokio::time::Instant::now() + bound;
+                while ochopod_supervisor::group_alive(pid) && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
             let _ = tx.send(Msg::Exit {
                 pid,
                 code: status.code(),
