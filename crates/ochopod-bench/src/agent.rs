@@ -299,6 +299,13 @@ mod tests {
     #[test]
     fn this_process_has_cpu_time_and_memory() {
         let me = Command::new("sleep").arg("5").spawn().expect("sleep");
+        // On a loaded machine the child may not have run yet: wait until it has exec'd.
+        let comm = format!("/proc/{}/comm", me.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
+            assert!(std::time::Instant::now() < deadline, "sleep never exec'd");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let a = Agent {
             child: me,
             port: 1,
