@@ -109,7 +109,9 @@ pub(crate) struct PodNode {
 }
 
 /// Reads `dir` (a `P/pods`) and every registration in it. `cache` keeps payloads by node name
-/// (a registration never changes once written), so a join costs one read and a leave none.
+/// (a registration never changes once written, except that a first registration gets its `seq`
+/// written in just after, equal to the node's counter that stands in for it until then), so a
+/// join costs one read and a leave none.
 /// Nodes with a foreign name or payload are logged once and skipped. When two nodes carry the
 /// same key (a pod that re-registered before its old session ended), the newest wins.
 pub(crate) async fn read_pods(
