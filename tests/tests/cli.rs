@@ -101,25 +101,26 @@ fn operator_commands_against_a_live_cluster() -> anyhow::Result<()> {
         agents.push(Agent::spawn(&spec)?);
     }
     let all: Vec<&Agent> = agents.iter().collect();
-    wait_until(WAIT, "three pods running with a view of three", || {
-        let ok = all
-            .iter()
-            .all(|a| a.info().is_ok_and(|i| i.process == "running") && view_txt(a).contains("/3 "));
-        if ok {
-            Ok(())
-        } else {
-            Err(describe(&all))
-        }
-    })?;
-    let infos = infos_by_key(&all);
+    // At rest: one clean leader (not `leader (configuring)`), the round committed, and so every
+    // pod's `view.txt` rendered with the view of three (templates render during `on`, before
+    // the commit).
+    let kz = Kazoo::new(z)?;
+    let settled = wait_settled(&all, &kz, NS, "web", WAIT)?;
+    for a in &all {
+        assert!(view_txt(a).contains("/3 "), "{:?}", view_txt(a));
+    }
+    let infos: BTreeMap<String, Info> = settled
+        .infos
+        .iter()
+        .map(|i| (i.key.clone(), i.clone()))
+        .collect();
     let keys: Vec<String> = infos.keys().cloned().collect(); // sorted = index order
-    let leader = infos
-        .values()
-        .find(|i| i.state == "leader")
-        .map(|i| i.key.clone())
-        .expect("one leader");
-    let by_key: BTreeMap<String, &Agent> =
-        all.iter().map(|a| (a.info().unwrap().key, *a)).collect();
+    let leader = settled.leader_info().key.clone();
+    let by_key: BTreeMap<String, &Agent> = all
+        .iter()
+        .zip(&settled.infos)
+        .map(|(a, i)| (i.key.clone(), *a))
+        .collect();
 
     // ls: a table of every pod, then the same as JSON.
     let table = ok(z, &["ls"]);
@@ -293,7 +294,6 @@ fn operator_commands_against_a_live_cluster() -> anyhow::Result<()> {
         format!("{index}/3 seq={}\n", infos[&follower].seq.expect("seq")),
         "on rendered again with the cluster's view"
     );
-    let kz = Kazoo::new(z)?;
     let before = pod_nodes(&kz, NS, "web", &follower).map_err(anyhow::Error::msg)?;
     assert_eq!(before.len(), 1, "{before:?}");
     let out = ok(z, &["reset", &follower]);

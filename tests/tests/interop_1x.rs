@@ -8,7 +8,6 @@
 
 use ochopod_e2e::interop::{Call, Pod1x};
 use ochopod_e2e::*;
-use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -387,11 +386,10 @@ fn rust_contenders_wait_behind_a_1x_leader() -> anyhow::Result<()> {
             }
         },
     )?;
-    assert_eq!(
-        rust_leaders(&all).map_err(anyhow::Error::msg)?,
-        vec![leader]
-    );
-    let end: Value = serde_json::to_value(rust[leader].info()?.state)?;
-    assert_eq!(end, "leader");
+    // The snapshot is written before the leader's round ends: wait for it to be at rest (one
+    // clean `leader`, not `leader (configuring)`), still the same pod.
+    let rest = wait_settled(&all, &kz, NS, cluster, SETTLE)?;
+    assert_eq!(rest.leader, leader, "{}", describe(&all));
+    assert_eq!(rest.leader_info().state, "leader");
     Ok(())
 }
