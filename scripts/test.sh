@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # The one command that runs the whole test suite, the same on a workstation and in CI.
 #
-#   scripts/test.sh              every stage, in order
-#   scripts/test.sh STAGE...     only these stages: deps fmt clippy doc build test guard features
+#   scripts/test.sh                      every stage, in order
+#   scripts/test.sh STAGE...             only these stages: deps fmt clippy doc build test guard features
+#   scripts/test.sh --repeat N [STAGE...]
+#                                        the test stage N times (with STAGEs: those, each `test`
+#                                        run N times), a line per run, to show the suite is stable
+#   scripts/test.sh [...] test -- ARGS   the test stage runs `cargo test --no-fail-fast ARGS`
+#                                        instead of the whole workspace, e.g.
+#                                        scripts/test.sh --repeat 5 test -- -p ochopod-e2e --test cli
 #
 # Stages:
 #   deps      install what is missing: Debian's zookeeper (scripts/zk.sh install), debootstrap
@@ -12,24 +18,26 @@
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings
 #   doc       cargo doc --workspace --no-deps, warnings are errors
 #   build     cargo build -p ochopod-cli (the agent binary the end-to-end suites spawn)
-#   test      cargo test --workspace (unit, integration and end-to-end suites; tests that need
-#             ZooKeeper start their own throw-away servers)
+#   test      cargo test --workspace --no-fail-fast (unit, integration, end-to-end and doc tests;
+#             tests that need ZooKeeper start their own throw-away servers)
 #   guard     instruction-count guard on core paths (callgrind, scripts/bench-guard.sh): fails
 #             when a core path costs 25 % more instructions than its committed baseline
 #   features  other feature sets (cargo check), see FEATURE_CHECKS below, then the one full
 #             build of every platform feature: cargo test -p ochopod-bindings --all-features
 #             (Kubernetes against an HTTPS fixture API server, EC2 against moto_server)
 #
-# Each stage prints its elapsed time; the first failing stage stops the run with its exit code.
+# Nothing hides a failure: every stage runs even after one failed, every test binary runs even
+# after one failed, and the run ends naming every failing stage and test, then exits non-zero
+# (with the first failing stage's exit code). Each stage prints its elapsed time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
-# Extra feature sets, one `cargo check` argument list per line (DESIGN section 10: default,
-# no-default and all features for the crates with platform features). Add lines here as the
-# crates grow features, e.g.:
+# Extra feature sets, one `cargo check` argument list per line (default, no-default and all
+# features for the crates with platform features). Add lines here as the crates grow features,
+# e.g.:
 #   "-p ochopod-bindings --no-default-features"
 #   "-p ochopod-bindings --all-features"
 FEATURE_CHECKS=(
@@ -70,7 +78,7 @@ stage_fmt() { cargo fmt --all -- --check; }
 stage_clippy() { cargo clippy --workspace --all-targets -- -D warnings; }
 stage_doc() { RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps; }
 stage_build() { cargo build -p ochopod-cli; }
-stage_test() { cargo test --workspace; }
+stage_test() { cargo test --no-fail-fast "${TEST_ARGS[@]}"; }
 stage_guard() { bash scripts/bench-guard.sh; }
 stage_features() {
   local args
@@ -78,41 +86,121 @@ stage_features() {
     # shellcheck disable=SC2086 # each entry is an argument list
     cargo check $args
   done
-  cargo test -p ochopod-bindings --all-features
+  cargo test --no-fail-fast -p ochopod-bindings --all-features
 }
 
+# What failed in a stage's output: each failing test with its binary, each crate that did not
+# compile, and cargo's list of failed targets (a binary that crashed or timed out shows there).
+failures_in() {
+  awk '
+    /^     Running / { bin = $2 }
+    /^   Doc-tests / { bin = "doc-tests " $2 }
+    /^test .* \.\.\. FAILED$/ {
+      name = $0; sub(/^test /, "", name); sub(/ \.\.\. FAILED$/, "", name)
+      print "    " bin ": " name
+    }
+    /^error: could not compile/ { print "    " $0 }
+    /^error: [0-9]+ targets? failed:$/ { targets = 1; print "    " $0; next }
+    targets && /^    / { print "    " $0; next }
+    { targets = 0 }
+  ' "$1"
+}
+
+# Runs one stage with `set -e` inside (a function called as `f || ...` would run with errexit
+# off and hide a failing command in its middle), keeps its output, records time and outcome.
 run_stage() {
-  local name=$1 t0 rc=0
+  local name=$1 label=$2 t0 rc log
+  log="${LOGS}/$(printf '%03d' "${#TIMES[@]}")-${name}.log"
   t0=$(date +%s)
-  echo "=== stage ${name}"
-  "stage_${name}" || rc=$?
+  echo "=== stage ${label}"
+  set +e
+  (
+    set -e
+    "stage_${name}"
+  ) 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
   local took=$(( $(date +%s) - t0 ))
-  TIMES+=("${name} ${took}s")
+  TIMES+=("${label} ${took}s")
   if [ "$rc" -ne 0 ]; then
-    echo "=== stage ${name} FAILED (exit ${rc}) after ${took}s"
-    summary
-    exit "$rc"
+    echo "=== stage ${label} FAILED (exit ${rc}) after ${took}s"
+    FAILED+=("stage ${label}: exit ${rc}")
+    while IFS= read -r line; do FAILED+=("$line"); done < <(failures_in "$log")
+    [ "$FIRST_RC" -ne 0 ] || FIRST_RC=$rc
+    RESULT="red"
+  else
+    echo "=== stage ${label} ok in ${took}s"
+    RESULT="green"
   fi
-  echo "=== stage ${name} ok in ${took}s"
 }
 
-summary() {
-  echo "=== stage times: ${TIMES[*]}; total $(( $(date +%s) - START ))s"
+usage() {
+  sed -n '2,/^set -euo pipefail/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
 }
 
 ALL=(deps fmt clippy doc build test guard features)
-STAGES=("$@")
-[ ${#STAGES[@]} -eq 0 ] && STAGES=("${ALL[@]}")
-for s in "${STAGES[@]}"; do
-  case " ${ALL[*]} " in
-    *" $s "*) ;;
-    *) echo "scripts/test.sh: unknown stage '$s'; stages are: ${ALL[*]}" >&2; exit 2 ;;
+STAGES=()
+REPEAT=""
+TEST_ARGS=(--workspace)
+CUSTOM_TEST=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --repeat | --repeat=*)
+      if [ "$1" = --repeat ]; then REPEAT=${2:-}; shift; else REPEAT=${1#--repeat=}; fi
+      shift
+      if ! [[ $REPEAT =~ ^[1-9][0-9]*$ ]]; then
+        echo "scripts/test.sh: --repeat needs a count of runs (1 or more), e.g. --repeat 3" >&2
+        exit 2
+      fi
+      ;;
+    --) shift; TEST_ARGS=("$@"); CUSTOM_TEST=1; break ;;
+    -h | --help) usage; exit 0 ;;
+    -*) echo "scripts/test.sh: unknown option '$1'; options are --repeat N and -- ARGS (see --help)" >&2; exit 2 ;;
+    *)
+      case " ${ALL[*]} " in
+        *" $1 "*) STAGES+=("$1") ;;
+        *) echo "scripts/test.sh: unknown stage '$1'; stages are: ${ALL[*]}" >&2; exit 2 ;;
+      esac
+      shift
+      ;;
   esac
 done
+if [ ${#STAGES[@]} -eq 0 ]; then
+  if [ -n "$REPEAT" ] || [ -n "$CUSTOM_TEST" ]; then STAGES=(test); else STAGES=("${ALL[@]}"); fi
+fi
+if [ -n "$CUSTOM_TEST" ] && [[ " ${STAGES[*]} " != *" test "* ]]; then
+  echo "scripts/test.sh: the arguments after -- are for the test stage; add it: ${STAGES[*]} test -- ${TEST_ARGS[*]}" >&2
+  exit 2
+fi
+REPEAT=${REPEAT:-1}
 
 START=$(date +%s)
+LOGS=$(mktemp -d)
+trap 'rm -rf "$LOGS"' EXIT
 TIMES=()
+FAILED=()
+RUNS=()
+FIRST_RC=0
+RESULT=""
 for s in "${STAGES[@]}"; do
-  run_stage "$s"
+  if [ "$s" = test ] && [ "$REPEAT" -gt 1 ]; then
+    for ((i = 1; i <= REPEAT; i++)); do
+      run_stage test "test (run ${i}/${REPEAT})"
+      RUNS+=("run ${i}/${REPEAT}: ${RESULT} in ${TIMES[-1]##* }")
+    done
+  else
+    run_stage "$s" "$s"
+  fi
 done
-summary
+
+echo "=== stage times: ${TIMES[*]}; total $(( $(date +%s) - START ))s"
+if [ ${#RUNS[@]} -gt 0 ]; then
+  echo "=== test stage repeated ${REPEAT} times:"
+  printf '    %s\n' "${RUNS[@]}"
+fi
+if [ ${#FAILED[@]} -gt 0 ]; then
+  echo "=== FAILED:"
+  printf '  %s\n' "${FAILED[@]}"
+  exit "$FIRST_RC"
+fi
+echo "=== all green"
