@@ -45,14 +45,14 @@ FEATURE_CHECKS=(
 )
 
 py_deps() {
-  if python3 -c 'import kazoo, moto, boto3' 2>/dev/null; then
+  if python3 -c 'import kazoo, moto, boto3, requests' 2>/dev/null; then
     return 0
   fi
-  local pkgs=(kazoo 'moto[server]' boto3)
+  local pkgs=(kazoo 'moto[server]' boto3 requests)
   # Debian's own python refuses pip installs without --break-system-packages (PEP 668).
   python3 -m pip install --quiet --disable-pip-version-check "${pkgs[@]}" \
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "${pkgs[@]}"
-  python3 -c 'import kazoo, moto, boto3'
+  python3 -c 'import kazoo, moto, boto3, requests'
 }
 
 debian_deps() {

@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Installs kazoo with pip when `python3 -c "import kazoo"` fails; once per process.
+/// Installs kazoo and requests with pip when `python3 -c "import kazoo, requests"` fails; once
+/// per process.
 pub fn ensure_python_deps() -> Result<()> {
     static DONE: Mutex<bool> = Mutex::new(false);
     let mut done = DONE.lock().unwrap_or_else(|p| p.into_inner());
@@ -16,7 +17,7 @@ pub fn ensure_python_deps() -> Result<()> {
         return Ok(());
     }
     let have = Command::new("python3")
-        .args(["-c", "import kazoo"])
+        .args(["-c", "import kazoo, requests"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -33,7 +34,7 @@ pub fn ensure_python_deps() -> Result<()> {
                     "--disable-pip-version-check",
                 ])
                 .args(extra)
-                .arg("kazoo"))
+                .args(["kazoo", "requests"]))
         };
         // Debian's own python refuses pip installs unless told otherwise (PEP 668).
         pip(&[]).or_else(|_| pip(&["--break-system-packages"]))?;

@@ -606,3 +606,122 @@ fn a_task_that_times_out_before_it_starts_is_dropped() -> anyhow::Result<()> {
     assert_eq!(lines_of(&order), vec!["ok-start", "ok-end", "check"]);
     Ok(())
 }
+
+/// Runs `tests/py/exec1x.py` (1.x tooling's `exec`: `X-Shell` and a multipart upload) against
+/// `agent`; `fields` are extra uploads `NAME=PATH`. Returns the status and the JSON reply.
+fn exec_1x(agent: &Agent, fields: &[String], cmdline: &[&str]) -> anyhow::Result<(u16, Value)> {
+    ensure_python_deps()?;
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(workspace_root().join("tests/py/exec1x.py"))
+        .args(["--url", &agent.url("")]);
+    for f in fields {
+        cmd.args(["--field", f]);
+    }
+    let out = cmd.args(cmdline).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "exec1x.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    Ok((v["status"].as_u64().unwrap_or(0) as u16, v["body"].clone()))
+}
+
+#[test]
+fn exec_speaks_the_1x_form_of_1x_tooling() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let mut spec = base_spec(&zk, "exec1x")?;
+    spec.command("exec sleep 600");
+    tool(
+        &mut spec,
+        "show",
+        "echo \"argc: $#\"; for a in \"$@\"; do echo \"arg: [$a]\"; done; ls; \
+         for f in *; do echo \"$f: $(cat \"$f\")\"; done",
+    );
+    tool(&mut spec, "fail", "echo failing; exit 3");
+    let agent = Agent::spawn(&spec)?;
+    running(&agent)?;
+
+    // The files the operator names on the command line, by absolute and relative path.
+    let here = tempfile::tempdir()?;
+    let conf = here.path().join("conf.yml");
+    std::fs::write(&conf, "port: 1\n")?;
+    std::fs::create_dir(here.path().join("sub"))?;
+    std::fs::write(here.path().join("sub/data.txt"), "payload")?;
+    let conf_arg = conf.to_str().expect("utf-8 path");
+    let (status, body) = exec_1x(&agent, &[], &["show", "--to", conf_arg, "", "plain"])?;
+    assert_eq!(status, 200, "{body}");
+    let stdout: Vec<&str> = body["stdout"]
+        .as_array()
+        .expect("stdout is a list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(body["code"], 0, "{body}");
+    // Split on single spaces as 1.x does: the empty token is an argument of its own, and the
+    // path of the uploaded file became its name in the tool's folder.
+    assert_eq!(
+        &stdout[..5],
+        &[
+            "argc: 4",
+            "arg: [--to]",
+            "arg: [conf.yml]",
+            "arg: []",
+            "arg: [plain]"
+        ],
+        "{stdout:?}"
+    );
+    assert!(stdout.contains(&"conf.yml: port: 1"), "{stdout:?}");
+    assert!(
+        body.as_object().is_some_and(|o| o.len() == 2),
+        "1.x's reply holds code and stdout only: {body}"
+    );
+
+    // A relative path with folders is saved under its last component.
+    let rel = here.path().join("sub/data.txt");
+    let (status, body) = exec_1x(&agent, &[], &["show", rel.to_str().expect("utf-8")])?;
+    assert_eq!((status, &body["code"]), (200, &json!(0)), "{body}");
+    assert!(
+        body["stdout"]
+            .as_array()
+            .is_some_and(|l| l.contains(&json!("data.txt: payload"))),
+        "{body}"
+    );
+
+    // The tool's exit code, and an unknown tool: 404 with an empty object, as 1.x.
+    let (status, body) = exec_1x(&agent, &[], &["fail"])?;
+    assert_eq!(
+        (status, body),
+        (200, json!({"code": 3, "stdout": ["failing"]}))
+    );
+    let (status, body) = exec_1x(&agent, &[], &["nope", "x"])?;
+    assert_eq!((status, body), (404, json!({})));
+
+    // Field names that would leave the tool's folder are refused, nothing runs, still a 200.
+    let escaped = std::env::temp_dir().join("escaped-1x.txt");
+    let _ = std::fs::remove_file(&escaped);
+    for name in ["..", "x/..", "dir/"] {
+        let (status, body) = exec_1x(&agent, &[format!("{name}={conf_arg}")], &["show"])?;
+        assert_eq!((status, &body["code"]), (200, &json!(1)), "{name}: {body}");
+        let why = body["stdout"][0].as_str().unwrap_or("");
+        assert!(why.contains("upload field"), "{name}: {body}");
+    }
+    let (status, body) = exec_1x(
+        &agent,
+        &[format!("../escaped-1x.txt={conf_arg}")],
+        &["show"],
+    )?;
+    assert_eq!((status, &body["code"]), (200, &json!(0)), "{body}");
+    assert!(
+        body["stdout"]
+            .as_array()
+            .is_some_and(|l| l.contains(&json!("escaped-1x.txt: port: 1"))),
+        "saved inside the tool's folder under its last component: {body}"
+    );
+    assert!(!escaped.exists(), "nothing written outside the tool folder");
+
+    // The JSON form is still served beside it.
+    let r = agent.post("/exec", Some(&json!({"tool": "fail"})))?;
+    assert_eq!((r.status, &r.body["lines"]), (200, &json!(["failing"])));
+    Ok(())
+}

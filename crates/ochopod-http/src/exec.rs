@@ -9,7 +9,16 @@
 //! `args` and `files` may be omitted; unknown keys are refused. File contents are standard
 //! base64 (with padding). File names are plain names: not empty, at most 255 bytes, no `/`,
 //! no `\`, no `..`, no NUL.
+//!
+//! The 1.x form (what Ochopod 1.x pods accept and its tooling sends): no JSON body, but an
+//! `X-Shell: TOOL ARG ARG` header split on single spaces (as 1.x does, so two spaces make an
+//! empty argument), and files as a `multipart/form-data` upload, one part per file, saved under
+//! its field name. 1.x tooling names a file by its command-line token, often a path: the file
+//! is saved under the path's last component, and an argument equal to a field name is rewritten
+//! to that saved name so the tool finds the file in its folder. A field whose last component is
+//! not a plain file name is refused, so no upload leaves the tool's folder.
 
+use crate::multipart;
 use crate::Error;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -102,6 +111,42 @@ impl ExecRequest {
         Ok(req)
     }
 
+    /// Builds the request of the 1.x form: the `X-Shell` line, the request's content type and
+    /// its body (empty, or a multipart form of uploads).
+    pub(crate) fn from_shell(
+        line: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Self, String> {
+        let mut tokens = line.split(' ').map(str::to_string);
+        let tool = tokens.next().unwrap_or_default();
+        let mut args: Vec<String> = tokens.collect();
+        let mut files = BTreeMap::new();
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            let boundary = multipart::boundary(content_type.unwrap_or(""))?;
+            let mut renamed = BTreeMap::new();
+            for part in multipart::parse(body, &boundary)? {
+                // Form fields without a file name are not uploads (1.x ignores them too).
+                if part.filename.is_none() {
+                    continue;
+                }
+                let saved = upload_name(&part.name)?;
+                if files.insert(saved.clone(), part.data).is_some() {
+                    return Err(format!(
+                        "two uploads would be saved as {saved:?}: give the files distinct names"
+                    ));
+                }
+                renamed.insert(part.name, saved);
+            }
+            for arg in &mut args {
+                if let Some(saved) = renamed.get(arg.as_str()) {
+                    arg.clone_from(saved);
+                }
+            }
+        }
+        Ok(ExecRequest { tool, args, files })
+    }
+
     /// Serializes the request into the JSON body of `POST /exec`.
     pub(crate) fn to_json(&self) -> Vec<u8> {
         let wire = ExecWire {
@@ -121,6 +166,14 @@ impl ExecRequest {
         // Strings and maps of strings always serialize.
         serde_json::to_vec(&wire).unwrap_or_default()
     }
+}
+
+/// The name an upload is saved under: the last component of its field name, which must be a
+/// plain file name.
+fn upload_name(field: &str) -> Result<String, String> {
+    let base = field.rsplit(['/', '\\']).next().unwrap_or("");
+    check_file_name(base).map_err(|why| format!("upload field {field:?}: {why}"))?;
+    Ok(base.to_string())
 }
 
 #[cfg(test)]
@@ -157,6 +210,53 @@ mod tests {
         req.files.insert("bin".into(), vec![0, 255, 10, 13]);
         let back = ExecRequest::from_json(&req.to_json()).unwrap();
         assert_eq!(back, req);
+    }
+
+    #[test]
+    fn the_1x_form_splits_on_single_spaces_and_keeps_basenames() {
+        let body = b"--B\r\nContent-Disposition: form-data; name=\"/home/me/conf.yml\"; \
+            filename=\"/home/me/conf.yml\"\r\n\r\nport: 1\r\n--B\r\nContent-Disposition: \
+            form-data; name=\"note\"\r\n\r\nnot a file\r\n--B--\r\n";
+        let req = ExecRequest::from_shell(
+            "deploy  --to /home/me/conf.yml",
+            Some("multipart/form-data; boundary=B"),
+            body,
+        )
+        .unwrap();
+        assert_eq!(req.tool, "deploy");
+        assert_eq!(req.args, vec!["", "--to", "conf.yml"]);
+        assert_eq!(req.files.len(), 1);
+        assert_eq!(req.files["conf.yml"], b"port: 1");
+        let bare = ExecRequest::from_shell("t", None, b"").unwrap();
+        assert_eq!((bare.tool.as_str(), bare.args.len()), ("t", 0));
+    }
+
+    #[test]
+    fn the_1x_form_refuses_escapes_and_clashes() {
+        let one = |name: &str| {
+            format!(
+                "--B\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"x\"\r\n\r\nd\r\n"
+            )
+        };
+        let ct = Some("multipart/form-data; boundary=B");
+        for (name, why) in [
+            ("a/..", "`..`"),
+            ("dir/", "empty"),
+            ("..", "`..`"),
+            (".", "`.`"),
+        ] {
+            let body = format!("{}--B--", one(name));
+            let err = ExecRequest::from_shell("t", ct, body.as_bytes()).unwrap_err();
+            assert!(
+                err.contains(why) && err.contains("upload field"),
+                "{name}: {err}"
+            );
+        }
+        let body = format!("{}{}--B--", one("a/x"), one("b/x"));
+        let err = ExecRequest::from_shell("t", ct, body.as_bytes()).unwrap_err();
+        assert!(err.contains("two uploads"), "{err}");
+        let err = ExecRequest::from_shell("t", Some("application/json"), b"{}").unwrap_err();
+        assert!(err.contains("multipart/form-data"), "{err}");
     }
 
     #[test]

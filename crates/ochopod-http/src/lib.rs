@@ -18,6 +18,10 @@
 //! | `/control/<task>[/<secs>]` | POST, token | [`Handler::control`] | the handler's, 408 |
 //! | `/exec` | POST, token | [`Handler::exec`] | the handler's |
 //!
+//! `/exec` takes two forms: a JSON body ([`ExecRequest`]), or 1.x's [`SHELL_HEADER`] with the
+//! files as a `multipart/form-data` upload. The 1.x form answers as 1.x does: 404 `{}` for an
+//! unknown tool, otherwise always 200 `{"code": N, "stdout": [lines]}`.
+//!
 //! Errors decided by the router: unknown route 404, wrong method 405, missing or wrong token 401,
 //! body over [`ServerConfig::max_body`] 413, malformed JSON, unknown task, bad epoch header or bad
 //! timeout 400, control timeout 408, handler panic 500.
@@ -39,11 +43,12 @@
 
 mod client;
 mod exec;
+mod multipart;
 mod server;
 
 pub use client::Client;
 pub use exec::ExecRequest;
-pub use server::{serve, ControlRequest, Handler, Reply, Router, ServerConfig};
+pub use server::{serve, ControlRequest, Handler, Reply, Router, ServerConfig, SHELL_HEADER};
 
 /// The error of a client call is the crate's error.
 pub type ClientError = Error;

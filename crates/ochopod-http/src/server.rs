@@ -114,6 +114,9 @@ impl Default for ServerConfig {
     }
 }
 
+/// The header of 1.x's `/exec`: the tool's command line, `TOOL ARG ARG`.
+pub const SHELL_HEADER: &str = "x-shell";
+
 /// Longest timeout accepted in `/control/<task>/<timeout>`, in seconds (one day).
 const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 
@@ -288,9 +291,12 @@ impl Router {
                 None => panicked("/metrics"),
             },
             Route::Reset => reply(guard_async(|| h.reset()).await),
-            Route::Exec => match ExecRequest::from_json(&bytes) {
-                Ok(req) => reply(guard_async(|| h.exec(req)).await),
-                Err(msg) => error(StatusCode::BAD_REQUEST, msg),
+            Route::Exec => match parts.headers.get(SHELL_HEADER) {
+                Some(line) => self.exec_1x(line, &parts.headers, &bytes).await,
+                None => match ExecRequest::from_json(&bytes) {
+                    Ok(req) => reply(guard_async(|| h.exec(req)).await),
+                    Err(msg) => error(StatusCode::BAD_REQUEST, msg),
+                },
             },
             Route::Control { task, timeout } => {
                 match control_request(task, timeout, &parts.headers, &bytes) {
@@ -298,6 +304,49 @@ impl Router {
                     Err(msg) => error(StatusCode::BAD_REQUEST, msg),
                 }
             }
+        }
+    }
+
+    /// `/exec` in the 1.x form: an unknown tool is 404 `{}`; anything else is 200
+    /// `{"code": N, "stdout": [lines]}`, a refused upload or a failed run included (code 1 and
+    /// the reason as the only line), as 1.x answers.
+    async fn exec_1x(
+        &self,
+        line: &HeaderValue,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Response<Full<Bytes>> {
+        let line = String::from_utf8_lossy(line.as_bytes());
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let failed = |why: String| {
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "code": 1, "stdout": [why] }),
+            )
+        };
+        let req = match ExecRequest::from_shell(&line, content_type, body) {
+            Ok(req) => req,
+            Err(why) => return failed(why),
+        };
+        let h = &self.inner.handler;
+        let r = guard_async(|| h.exec(req)).await;
+        match r.code {
+            200 => json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "code": r.body.get("code").cloned().unwrap_or(Value::from(1)),
+                    "stdout": r.body.get("lines").cloned().unwrap_or(Value::Array(vec![])),
+                }),
+            ),
+            404 => json(StatusCode::NOT_FOUND, &serde_json::json!({})),
+            _ => failed(
+                r.body
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| r.body.to_string(), str::to_string),
+            ),
         }
     }
 
