@@ -725,3 +725,73 @@ fn exec_speaks_the_1x_form_of_1x_tooling() -> anyhow::Result<()> {
     assert_eq!((r.status, &r.body["lines"]), (200, &json!(["failing"])));
     Ok(())
 }
+
+/// `/info` has Ochopod 1.x's flat shape: its twelve keys at the top level with 1.x's types
+/// (`port` a string, `ports` string -> number, `metrics` an object, `dependencies` a list), so a
+/// 1.x tool reads `info["ip"]` and `info["ports"][info["port"]]` as it always did.
+#[test]
+fn info_has_the_flat_1x_shape() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let mut spec = base_spec(&zk, "flatinfo")?;
+    spec.command("exec sleep 600").set(
+        "model",
+        "depends_on",
+        toml::Value::Array(vec!["db".into()]),
+    );
+    let agent = Agent::spawn(&spec)?;
+    agent.wait_info(WAIT, "registered and leading", |i| {
+        i.seq.is_some() && i.state.starts_with("leader")
+    })?;
+    let info = agent.info_json()?;
+    let is_string = |v: &Value| v.is_string();
+    let expect: [(&str, &dyn Fn(&Value) -> bool); 12] = [
+        ("application", &is_string),
+        ("dependencies", &|v| v == &json!(["db"])),
+        ("ip", &|v| v == "127.0.0.1"),
+        ("metrics", &Value::is_object),
+        ("node", &is_string),
+        ("port", &|v| v == &json!(agent.port().to_string())),
+        ("ports", &|v| {
+            v.as_object()
+                .is_some_and(|m| !m.is_empty() && m.values().all(Value::is_u64))
+        }),
+        ("process", &|v| {
+            ["stopped", "running"].contains(&v.as_str().unwrap_or(""))
+        }),
+        ("public", &is_string),
+        ("state", &|v| {
+            v.as_str().is_some_and(|s| s.starts_with("leader"))
+        }),
+        ("status", &is_string),
+        ("task", &is_string),
+    ];
+    for (key, ok) in expect {
+        assert!(ok(&info[key]), "/info[{key:?}] = {} in {info:#}", info[key]);
+    }
+    // What ochothon's `grep` does with it: ip and the host port of the control port.
+    let port = info["port"].as_str().expect("port");
+    assert_eq!(info["ports"][port], json!(agent.port()), "{info:#}");
+    Ok(())
+}
+
+/// `/control/signal` on a pod without a signal hook answers 200 `{}`, as a 1.x pod whose
+/// `signaled` callback is not overridden.
+#[test]
+fn signal_without_a_hook_answers_200_empty_as_1x() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let mut spec = base_spec(&zk, "nosignal")?;
+    spec.command("exec sleep 600");
+    let agent = Agent::spawn(&spec)?;
+    let before = running(&agent)?;
+    let r = agent.control("signal", None, Some(&json!({"ping": 1})))?;
+    assert_eq!((r.status, &r.body), (200, &json!({})), "{r:?}");
+    let r = agent.control("signal", Some(5), None)?;
+    assert_eq!((r.status, &r.body), (200, &json!({})), "{r:?}");
+    let after = agent.info()?;
+    assert_eq!(
+        (after.process.as_str(), after.pid),
+        ("running", before.pid),
+        "a signal changes nothing"
+    );
+    Ok(())
+}

@@ -312,8 +312,49 @@ pub struct RoundReport {
 }
 
 /// The `/info` reply.
+///
+/// Its top level holds the twelve keys of Ochopod 1.x's `/info`, with 1.x's names and types
+/// (`application`, `dependencies`, `ip`, `metrics`, `node`, `port`, `ports`, `process`,
+/// `public`, `state`, `status`, `task`), so 1.x tools read it unchanged; the other keys are
+/// this implementation's additions.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Info {
+    /// Application name given by the platform (1.x key).
+    #[serde(default)]
+    pub application: String,
+    /// Dependencies as written in `depends_on` (1.x key).
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    /// Internal IPv4 address (1.x key).
+    #[serde(default)]
+    pub ip: String,
+    /// Metrics returned by the last sanity check: a JSON object, `{}` when none (1.x key).
+    #[serde(default)]
+    pub metrics: Value,
+    /// Host or instance id (1.x key).
+    #[serde(default)]
+    pub node: String,
+    /// The control port as a container port, a string as in 1.x (e.g. `"8080"`).
+    #[serde(default)]
+    pub port: String,
+    /// Container port (as a string) -> host port (1.x key).
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
+    /// `stopped`, `running`, `terminating` or `dead` (1.x key).
+    pub process: String,
+    /// External IPv4 address, or empty (1.x key).
+    #[serde(default)]
+    pub public: String,
+    /// `follower`, `leader`, `leader (configuration pending)`, `leader (configuring)`, ...
+    /// (1.x key).
+    pub state: String,
+    /// The cluster probe's result (leader), the pending countdown, or `* <failure>`; empty on
+    /// followers (1.x key).
+    #[serde(default)]
+    pub status: String,
+    /// Task id given by the platform (1.x key).
+    #[serde(default)]
+    pub task: String,
     /// Wire version.
     pub protocol: u32,
     /// The pod's key.
@@ -323,21 +364,8 @@ pub struct Info {
     pub seq: Option<u64>,
     /// `namespace.cluster`.
     pub cluster: String,
-    /// The registration (secrets removed).
+    /// The whole registration as stored in ZooKeeper (secrets removed).
     pub registration: Registration,
-    /// `stopped`, `running`, `terminating` or `dead`.
-    pub process: String,
-    /// `follower`, `leader`, `leader (configuration pending)`, `leader (configuring)`, ...
-    pub state: String,
-    /// The cluster probe's result (leader), the pending countdown, or `* <failure>`.
-    #[serde(default)]
-    pub status: String,
-    /// Metrics returned by the last sanity check.
-    #[serde(default)]
-    pub metrics: Value,
-    /// Dependencies as written in `depends_on`.
-    #[serde(default)]
-    pub dependencies: Vec<String>,
     /// The process id of the sub-process, when running.
     #[serde(default)]
     pub pid: Option<u32>,
@@ -360,6 +388,11 @@ pub struct Info {
     /// (milliseconds; absent while clean and on followers).
     #[serde(default)]
     pub pending_ms: Option<u64>,
+    /// Leader: pod nodes under `pods/` whose registration it cannot read (yet), by node name,
+    /// with why. Each is read again when its data changes, and retried with backoff while it
+    /// stays bad; it takes no part in rounds until it reads well. Absent when there is none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unreadable: BTreeMap<String, String>,
 }
 
 /// A JSON error reply: `{"error": ...}`.

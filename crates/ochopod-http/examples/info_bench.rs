@@ -56,6 +56,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     registration.ports.insert("8080".into(), 18080);
     let info = Info {
+        ip: registration.ip.clone(),
+        node: registration.node.clone(),
+        port: registration.port.clone(),
+        ports: registration.ports.clone(),
+        metrics: serde_json::json!({}),
         protocol: 2,
         key: "6f1c2d3e-0000-4000-8000-000000000001".into(),
         seq: Some(1),

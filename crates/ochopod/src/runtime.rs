@@ -185,6 +185,8 @@ struct Driver<L> {
     seq: Option<u64>,
     session: &'static str,
     last_round: Option<RoundReport>,
+    /// Leader: pod nodes whose registration cannot be read (yet), by node name, with why.
+    unreadable: BTreeMap<String, String>,
     body_cache: BodyCache,
     /// The last round id of this process's earlier leadership terms: a new term continues from
     /// it, so late replies of an old term never match a new round.
@@ -326,6 +328,7 @@ pub(crate) async fn run<L: Lifecycle>(
             seq,
             session: "connecting",
             last_round: None,
+            unreadable: BTreeMap::new(),
             body_cache: BodyCache::default(),
             last_round_id: 0,
             active_round: Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -846,17 +849,28 @@ impl<L: Lifecycle> Driver<L> {
             ),
             None => ("follower".to_string(), String::new(), None, None),
         };
+        let metrics = match self.pod.metrics() {
+            Value::Null => Value::Object(Default::default()),
+            m => m.clone(),
+        };
         let info = Info {
+            application: registration.application.clone(),
+            dependencies: self.settings.model.depends_on.clone(),
+            ip: registration.ip.clone(),
+            metrics,
+            node: registration.node.clone(),
+            port: registration.port.clone(),
+            ports: registration.ports.clone(),
+            process: self.pod.process().as_str().to_string(),
+            public: registration.public.clone(),
+            state,
+            status,
+            task: registration.task.clone(),
             protocol: PROTOCOL,
             key: self.settings.key.clone(),
             seq: self.seq,
             cluster: registration.full_cluster(),
             registration,
-            process: self.pod.process().as_str().to_string(),
-            state,
-            status,
-            metrics: self.pod.metrics().clone(),
-            dependencies: self.settings.model.depends_on.clone(),
             pid: self.pod.pid(),
             failed_checks: self.pod.failed_checks(),
             last_failure: self.pod.last_failure().map(String::from),
@@ -864,6 +878,7 @@ impl<L: Lifecycle> Driver<L> {
             last_round: self.last_round.clone(),
             round_failure,
             pending_ms,
+            unreadable: self.unreadable.clone(),
         };
         let value = serde_json::to_value(&info).unwrap_or(Value::Null);
         *self.shared.info_value.write().expect("info lock") = value;

@@ -246,9 +246,8 @@ impl Lifecycle for SpecLifecycle {
 
     async fn signal(&self, body: Value) -> HookResult<Value> {
         match self.hook("signal", &self.spec.hooks.signal, &body).await? {
-            None => Err(Failure(
-                "this pod has no signal hook: set [hooks] signal in its spec".to_string(),
-            )),
+            // No hook: 200 `{}`, as a 1.x pod whose `signaled` is not overridden.
+            None => Ok(serde_json::json!({})),
             Some(out) if out.trim().is_empty() => Ok(serde_json::json!({})),
             Some(out) => serde_json::from_str(out.trim()).map_err(|e| {
                 Failure(format!(
