@@ -744,7 +744,8 @@ fn info_has_the_flat_1x_shape() -> anyhow::Result<()> {
     })?;
     let info = agent.info_json()?;
     let is_string = |v: &Value| v.is_string();
-    let expect: [(&str, &dyn Fn(&Value) -> bool); 12] = [
+    type Check<'a> = &'a dyn Fn(&Value) -> bool;
+    let expect: [(&str, Check); 12] = [
         ("application", &is_string),
         ("dependencies", &|v| v == &json!(["db"])),
         ("ip", &|v| v == "127.0.0.1"),
