@@ -7,20 +7,25 @@ DIR is the server's data folder (holding `version-2/log.*`). The log is printed 
 own `TxnLogToolkit`, so every transaction is seen, in zxid order, with the session that made it:
 nothing a watcher could miss between two events.
 
-Checked (DESIGN section 3, "only the leader writes snapshot and hash, and only while it holds the
-lock"): every transaction that creates, sets or deletes `P/snapshot` or `P/hash` comes from the
+Checked ("only the leader writes snapshot and hash, and only while it holds the lock"): every
+transaction that creates, sets or deletes `P/snapshot` or `P/hash` comes from the
 session owning the lowest lock contender under `P/coordinator` at that zxid. Closing sessions
 (expiry or close) delete their ephemerals and are not writes.
 
 Prints one JSON object: {"txns", "writes", "commits": [{"zxid", "session", "key", "snapshot"
-(keys), "hash"}], "violations": [text], "sessions": {session: key}, "contenders_seen"}.
-Exit codes: 0 ran (violations are in the output), 1 cannot read the log, 2 usage.
+(keys), "hash", "time_ms"}], "violations": [text], "sessions": {session: key}, "closes":
+[{"zxid", "session", "key", "time_ms"}] (pod sessions that ended: closed or expired, their nodes
+gone), "contenders_seen"}. `time_ms` is the server's clock when it logged the transaction
+(read from the log's own transaction headers: the toolkit prints whole seconds only).
+Exit codes: 0 ran (violations are in the output), 1 cannot read the log (or the toolkit failed),
+2 usage.
 """
 import argparse
 import glob
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 
@@ -28,15 +33,46 @@ RECORD = re.compile(r"^\S+, \S+ \S+ \S+ session (0x[0-9a-f]+) cxid \S+ zxid (0x[
 JARS = ["slf4j-api", "log4j-1.2", "slf4j-log4j12", "commons-cli"]
 
 
+class LogError(Exception):
+    pass
+
+
+def header_times(log):
+    """zxid -> time (ms) of every transaction in one log file, from the binary format: a 16-byte
+    file header, then records of crc (8), length (4), the transaction (its header: client id 8,
+    cxid 4, zxid 8, time 8, type 4) and an end byte; a zero length ends the (preallocated) file."""
+    times = {}
+    with open(log, "rb") as f:
+        data = f.read()
+    if data[:4] != b"ZKLG":
+        raise LogError(f"{log}: not a ZooKeeper transaction log (no ZKLG magic)")
+    i = 16
+    while i + 12 <= len(data):
+        (length,) = struct.unpack_from(">i", data, i + 8)
+        if length <= 0 or i + 12 + length > len(data):
+            break
+        if length >= 32:
+            _, _, zxid, time_ms = struct.unpack_from(">qiqq", data, i + 12)
+            times[zxid] = time_ms
+        i += 12 + length + 1
+    return times
+
+
 def records(data_dir):
+    """(session, zxid, type, rest of the printed record, time in ms) of every transaction."""
     logs = sorted(glob.glob(os.path.join(data_dir, "version-2", "log.*")),
                   key=lambda p: int(p.rsplit(".", 1)[1], 16))
     cp = ":".join(["/usr/share/java/zookeeper.jar"] +
                   [f"/usr/share/java/{j}.jar" for j in JARS if os.path.exists(f"/usr/share/java/{j}.jar")])
     for log in logs:
+        times = header_times(log)
         out = subprocess.run(
             ["java", "-cp", cp, "org.apache.zookeeper.server.persistence.TxnLogToolkit", "-d", log],
             capture_output=True, check=False)
+        if out.returncode != 0:
+            raise LogError(f"TxnLogToolkit failed on {log} (exit {out.returncode}): "
+                           f"{out.stderr.decode('utf-8', 'replace').strip()[-2000:]}")
+        printed = 0
         current = None
         # latin-1: one char per byte, so the binary length prefixes of multi sub-records stay
         # exactly 4 chars wide.
@@ -45,11 +81,16 @@ def records(data_dir):
             if m:
                 if current:
                     yield current
-                current = [int(m.group(1), 16), int(m.group(2), 16), m.group(3), m.group(4)]
+                printed += 1
+                zxid = int(m.group(2), 16)
+                current = [int(m.group(1), 16), zxid, m.group(3), m.group(4), times.get(zxid)]
             elif current:
                 current[3] += "\n" + line
         if current:
             yield current
+        if printed != len(times):
+            raise LogError(f"{log}: the toolkit printed {printed} transactions, the log holds "
+                           f"{len(times)}: a record this script cannot read")
 
 
 SUB = re.compile(r"(create2|createContainer|create|setData|delete|check|error):")
@@ -131,13 +172,21 @@ def main():
     contenders = {}  # path -> session
     sessions = {}  # session -> pod key (from its pod node)
     seen = set()
-    commits, violations = [], []
+    commits, violations, closes = [], [], []
     txns = writes = 0
-    for session, zxid, kind, rest in records(args.data):
+    try:
+        every = list(records(args.data))
+    except (LogError, OSError) as e:
+        print(f"zkfence.py: {e}", file=sys.stderr)
+        return 1
+    for session, zxid, kind, rest, time_ms in every:
         txns += 1
         if kind == "closeSession":
             for path in [c for c, s in contenders.items() if s == session]:
                 del contenders[path]
+            if session in sessions:
+                closes.append({"zxid": zxid, "session": session, "key": sessions[session],
+                               "time_ms": time_ms})
             continue
         todo = ops(kind, rest)
         touches = [o for o in todo if o[1] in (snapshot, hashp) and o[0] in ("create", "setData", "delete")]
@@ -155,7 +204,7 @@ def main():
             if hval is not None:
                 commits.append({"zxid": zxid, "session": session, "key": sessions.get(session),
                                 "snapshot": sorted(snap) if isinstance(snap, dict) else None,
-                                "hash": hval})
+                                "hash": hval, "time_ms": time_ms})
         for op, path, _ in todo:
             if path.startswith(coord) and "__lock__" in path:
                 if op == "create":
@@ -166,7 +215,8 @@ def main():
             elif path.startswith(pods) and op == "create":
                 sessions[session] = path[len(pods):].split(".", 1)[0]
     json.dump({"txns": txns, "writes": writes, "commits": commits, "violations": violations,
-               "sessions": {hex(s): k for s, k in sessions.items()}, "contenders_seen": len(seen)},
+               "sessions": {hex(s): k for s, k in sessions.items()}, "closes": closes,
+               "contenders_seen": len(seen)},
               sys.stdout)
     sys.stdout.write("\n")
     return 0

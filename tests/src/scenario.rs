@@ -69,14 +69,31 @@ pub struct Fence {
     pub writes: u64,
     /// Commits (`hash` written): (writer's pod key, snapshot keys).
     pub commits: Vec<(Option<String>, Option<BTreeSet<String>>)>,
+    /// When each of [`Fence::commits`] was logged: (zxid, server time in ms).
+    pub commit_at: Vec<(u64, u64)>,
+    /// Pod sessions that ended (closed or expired: their nodes went with them), in zxid order.
+    pub closes: Vec<Close>,
     /// Writes not made by the lock holder's session.
     pub violations: Vec<String>,
     /// Lock contenders ever created.
     pub contenders_seen: u64,
 }
 
+/// A pod's ZooKeeper session ending, as the transaction log has it.
+#[derive(Clone, Debug)]
+pub struct Close {
+    /// The pod key whose node the session had created.
+    pub key: String,
+    /// The `closeSession` transaction.
+    pub zxid: u64,
+    /// The server's clock when it logged it (ms since the Unix epoch).
+    pub time_ms: u64,
+}
+
 /// Replays the transaction log in `data_dir` (a standalone server's `data/` folder) and checks
 /// that only the lock holder's session wrote `snapshot` or `hash` of `namespace.cluster`.
+///
+/// A failing script or an answer missing a field is an error, never "no violation".
 pub fn fence_check(data_dir: &Path, namespace: &str, cluster: &str) -> Result<Fence> {
     let out = run(Command::new("python3")
         .arg(workspace_root().join("tests/py/zkfence.py"))
@@ -84,44 +101,69 @@ pub fn fence_check(data_dir: &Path, namespace: &str, cluster: &str) -> Result<Fe
         .arg(data_dir)
         .arg("--cluster")
         .arg(Kazoo::cluster_path(namespace, cluster)))?;
-    let v: Value = serde_json::from_str(out.trim()).map_err(|e| Error::Payload {
+    let bad = |why: String| Error::Payload {
         from: "tests/py/zkfence.py".into(),
-        why: format!("not JSON ({e}): {out:?}"),
-    })?;
-    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let commits = v
-        .get("commits")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|c| {
-                    let key = c.get("key").and_then(Value::as_str).map(str::to_string);
-                    let snap = c.get("snapshot").and_then(Value::as_array).map(|s| {
-                        s.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_string)
-                            .collect()
-                    });
-                    (key, snap)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let violations = v
-        .get("violations")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
+        why,
+    };
+    let v: Value =
+        serde_json::from_str(out.trim()).map_err(|e| bad(format!("not JSON ({e}): {out:?}")))?;
+    let n = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad(format!("no count `{k}` in {v}")))
+    };
+    let list = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad(format!("no list `{k}` in {v}")))
+    };
+    let field = |o: &Value, k: &str| {
+        o.get(k)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad(format!("no `{k}` in {o}")))
+    };
+    let mut commits = Vec::new();
+    let mut commit_at = Vec::new();
+    for c in list("commits")? {
+        let key = c.get("key").and_then(Value::as_str).map(str::to_string);
+        let snap = c.get("snapshot").and_then(Value::as_array).map(|s| {
+            s.iter()
                 .filter_map(Value::as_str)
                 .map(str::to_string)
                 .collect()
+        });
+        commits.push((key, snap));
+        commit_at.push((field(c, "zxid")?, field(c, "time_ms")?));
+    }
+    let closes = list("closes")?
+        .iter()
+        .map(|c| {
+            Ok(Close {
+                key: c
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad(format!("no `key` in {c}")))?
+                    .to_string(),
+                zxid: field(c, "zxid")?,
+                time_ms: field(c, "time_ms")?,
+            })
         })
-        .unwrap_or_default();
+        .collect::<Result<Vec<_>>>()?;
+    let violations = list("violations")?
+        .iter()
+        .map(|x| {
+            x.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("a violation that is not text: {x}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Fence {
-        txns: n("txns"),
-        writes: n("writes"),
+        txns: n("txns")?,
+        writes: n("writes")?,
         commits,
+        commit_at,
+        closes,
         violations,
-        contenders_seen: n("contenders_seen"),
+        contenders_seen: n("contenders_seen")?,
     })
 }

@@ -159,6 +159,13 @@ fn sigterm_leaves_the_cluster_first_then_ends_the_process_group() -> anyhow::Res
         assert!(agent.descendants().is_empty(), "{:?}", agent.descendants());
         let pods = kz.dump(&pods_path(&cluster))?.expect("pods");
         assert!(pods.children.is_empty(), "{:?}", pods.child_names());
+        // How fast is the bench's business; here, the order: the node went before the process
+        // got SIGTERM (above), and the agent left by closing its session, never waiting it out.
+        let log = std::fs::read_to_string(agent.log_path())?;
+        assert!(
+            !log.contains("leaving ZooKeeper took more than"),
+            "run {run}: {log}"
+        );
         to_node_gone.push(gone_at - sent);
         eprintln!(
             "run {run}: SIGTERM -> node gone {:.1} ms, -> process SIGTERM {:.1} ms",
@@ -176,7 +183,6 @@ fn sigterm_leaves_the_cluster_first_then_ends_the_process_group() -> anyhow::Res
             .map(|s| format!("{:.1}", s * 1000.0))
             .collect::<Vec<_>>()
     );
-    assert!(med < 5.0, "leaving took a median {med:.3} s");
     Ok(())
 }
 

@@ -115,17 +115,10 @@ async fn one_leader_then_the_next_with_a_higher_epoch() {
     // The leader sees the join.
     let want = sorted(vec![a.key.clone(), b.key.clone()]);
     a.expect("members with b", |e| members(e) == want).await;
-    // b contends (two lock contenders) but is not elected.
-    until("b contends", || async {
-        let out = zk
-            .kazoo(
-                "print(len(zk.get_children(sys.argv[2])))",
-                &[&format!("/ochopod/clusters/{cluster}/coordinator")],
-            )
-            .await;
-        out.trim() == "2"
-    })
-    .await;
+    // b contends behind a: its session watches a's contender, so it has decided it does not
+    // hold the lock, and any Elected it sent before that decision is already delivered.
+    let lock_dir = format!("/ochopod/clusters/{cluster}/coordinator");
+    zk.until_queue_waits("b to wait behind a", &lock_dir).await;
     assert!(
         !b.drain()
             .iter()
@@ -260,11 +253,33 @@ async fn dependencies_including_wildcards_and_late_clusters() {
     })
     .await;
     // Its node deleted altogether: nothing changes for lb beyond "no pods".
+    let mark = lb.seen.len();
     zk.kazoo(
         "zk.delete(sys.argv[2], recursive=True)",
         &[&format!("/ochopod/clusters/{blue_full}")],
     )
     .await;
+    // A barrier: a later change lb must see (web commits again). ZooKeeper notifies a session
+    // in zxid order, so whatever the deletion caused reached lb before it.
+    web.handle
+        .send(ZkCommand::Commit {
+            epoch: web_epoch,
+            round: 3,
+            hash: "h-web-3".into(),
+            snapshot: web_members.clone(),
+        })
+        .await
+        .unwrap();
+    let want = Some((Some(vec![web.key.clone()]), true));
+    lb.expect("web's third snapshot", |e| dependency(e, &web_full) == want)
+        .await;
+    let between = &lb.seen[mark..lb.seen.len() - 1];
+    assert!(
+        between
+            .iter()
+            .all(|e| dependency(e, &blue_full) == Some((None, false))),
+        "the deletion changed more than \"no pods\" for lb: {between:#?}"
+    );
     // lb never depended on itself or on clusters of other namespaces.
     assert!(lb
         .seen
@@ -524,13 +539,10 @@ async fn kazoo_lock_holders_and_ours_exclude_each_other() {
     assert_eq!(holder.line().await, "held");
     let mut a = Pod::start(zk.settings(), &ns, "mixed", None, &[]);
     a.registered().await;
-    until("our contender waits behind kazoo's", || async {
-        let out = zk
-            .kazoo("print(len(zk.get_children(sys.argv[2])))", &[&lock_dir])
-            .await;
-        out.trim() == "2"
-    })
-    .await;
+    // Waiting for sure: our session watches kazoo's contender (it decided it does not hold the
+    // lock; an Elected sent before that decision is already delivered).
+    zk.until_queue_waits("our contender to wait behind kazoo's", &lock_dir)
+        .await;
     assert!(!a
         .drain()
         .iter()

@@ -90,6 +90,36 @@ impl Zk {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Whether every contender of the lock under `lock_dir` but the first is waiting on its
+    /// predecessor: its session holds a data watch on the contender just before it (ZooKeeper's
+    /// own `wchp` list, the owners from each node's stat). Once it does, that contender has
+    /// decided it does not hold the lock; it can only change its mind when the watch fires.
+    /// Returns what it saw when the answer is no.
+    pub async fn queue_waits(&self, lock_dir: &str) -> Result<(), String> {
+        let out = self.kazoo(QUEUE_WAITS_PY, &[lock_dir]).await;
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON from the script");
+        if v["ok"] == true {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    }
+
+    /// Waits until [`Zk::queue_waits`] holds; panics with what it last saw.
+    pub async fn until_queue_waits(&self, what: &str, lock_dir: &str) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            match self.queue_waits(lock_dir).await {
+                Ok(()) => return,
+                Err(seen) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{what}: not true before the deadline; last saw {seen}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Starts a long-running kazoo script; talk to it line by line.
     pub fn kazoo_process(&self, code: &str, args: &[&str]) -> Kazoo {
         let mut child = Command::new("python3")
@@ -131,6 +161,34 @@ impl Drop for Zk {
             .status();
     }
 }
+
+/// See [`Zk::queue_waits`]: prints `{"ok": bool, ...what it saw}`.
+const QUEUE_WAITS_PY: &str = r#"
+import re, socket
+d = sys.argv[2]
+kids = sorted((k for k in zk.get_children(d) if re.search(r'\d{10}$', k)), key=lambda k: k[-10:])
+owners = [zk.exists(d + '/' + k).ephemeralOwner for k in kids]
+host, port = sys.argv[1].rsplit(':', 1)
+s = socket.create_connection((host, int(port)))
+s.sendall(b'wchp')
+raw = b''
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    raw += chunk
+watchers, cur = {}, None
+for line in raw.decode().splitlines():
+    if line.startswith('/'):
+        cur = line.strip()
+        watchers[cur] = []
+    elif cur and line.strip().startswith('0x'):
+        watchers[cur].append(int(line.strip(), 16))
+ok = len(kids) >= 2 and all(
+    owners[i] in watchers.get(d + '/' + kids[i - 1], []) for i in range(1, len(kids)))
+print(json.dumps({'ok': ok, 'contenders': kids, 'owners': [hex(o) for o in owners],
+                  'watches': {k: [hex(x) for x in v] for k, v in watchers.items() if k.startswith(d)}}))
+"#;
 
 fn kazoo_script(code: &str) -> String {
     format!(
