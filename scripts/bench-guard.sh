@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Instruction-count guard for the pure core (issue 10): fails when a core path got much costlier.
+# Instruction-count guard for the pure core: fails when a core path got much costlier.
 #
 #   scripts/bench-guard.sh            build the guard bench, count instructions, compare with the
 #                                     baseline; exit 1 when a workload exceeds it by > TOLERANCE %
@@ -40,15 +40,22 @@ trap 'rm -rf "$TMP"' EXIT
 ir() { # workload measure -> total Ir of the run
   valgrind --tool=callgrind --callgrind-out-file="$TMP/$1.$2.out" "$EXE" "$1" "$2" 2>"$TMP/$1.$2.log" >/dev/null \
     || { echo "bench-guard: $1 failed under valgrind:" >&2; cat "$TMP/$1.$2.log" >&2; exit 2; }
-  awk '/^(summary|totals):/ { print $2; exit }' "$TMP/$1.$2.out"
+  local n
+  n=$(awk '/^(summary|totals):/ { print $2; exit }' "$TMP/$1.$2.out")
+  [[ $n =~ ^[0-9]+$ ]] || { echo "bench-guard: no instruction count in callgrind's output for $1 $2" >&2; exit 2; }
+  echo "$n"
 }
 
+# The workload list: a failing or empty list is an error, never "nothing over the limit".
+LIST=$("$EXE" --list) || { echo "bench-guard: $EXE --list failed" >&2; exit 2; }
+[ -n "$LIST" ] || { echo "bench-guard: $EXE --list named no workload" >&2; exit 2; }
 : > "$TMP/now.txt"
 while read -r name reps; do
+  [[ $reps =~ ^[1-9][0-9]*$ ]] || { echo "bench-guard: workload '$name' has no repetition count ('$reps')" >&2; exit 2; }
   base=$(ir "$name" 0)
   full=$(ir "$name" 1)
   echo "$name $(( (full - base) / reps ))" >> "$TMP/now.txt"
-done < <("$EXE" --list)
+done <<< "$LIST"
 
 if [ "$MODE" = update ]; then
   {
@@ -74,6 +81,13 @@ def read(path):
     return out
 base, now, tol = read(sys.argv[1]), read(sys.argv[2]), float(sys.argv[3])
 failed = []
+if not base:
+    failed.append(f"{sys.argv[1]} holds no workload (run scripts/bench-guard.sh --update and commit it)")
+# A workload that disappeared is a guard that stopped guarding: it fails too.
+for name in base:
+    if name not in now:
+        failed.append(f"{name}: in the baseline but not measured (the guard bench no longer runs it; "
+                      "if it was removed on purpose, run scripts/bench-guard.sh --update and commit it)")
 print(f"{'workload':<24} {'baseline Ir':>14} {'now Ir':>14} {'change':>8}")
 for name, value in now.items():
     if name not in base:
