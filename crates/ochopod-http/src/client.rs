@@ -68,8 +68,9 @@ impl Client {
     /// `POST /control/<task>[/<timeout_secs>]` with the leader's epoch and a pre-serialized
     /// JSON body (empty for none). `timeout_secs == 0` leaves the timeout out of the URL.
     ///
-    /// Any status code is a [`Reply`] (the leader reads 406, 408, 409, 410, 500 ...); a body
-    /// that is not JSON is returned as a JSON string.
+    /// Any status code is a [`Reply`] (the leader reads 406, 408, 409, 410, 500 ...), so `Ok`
+    /// does not mean the task succeeded: check [`Reply::is_success`]. A body that is not JSON
+    /// is returned as a JSON string.
     pub async fn control(
         &self,
         addr: &str,
@@ -99,7 +100,8 @@ impl Client {
     }
 
     /// Sends one control task to many pods, at most `concurrency` at a time (1 = one after the
-    /// other, in order), reusing connections. Returns one result per target, in input order.
+    /// other, in order), reusing connections. Returns one result per target, in input order;
+    /// as with [`Client::control`], each `Ok` may hold a failed [`Reply`].
     #[allow(clippy::too_many_arguments)]
     pub async fn control_all<K>(
         &self,
@@ -126,7 +128,7 @@ impl Client {
             .await
     }
 
-    /// `GET /info`, as JSON.
+    /// `GET /info`, as JSON. A non-2xx answer is [`Error::Status`].
     pub async fn info(&self, addr: &str, timeout: Duration) -> Result<Value, Error> {
         let bytes = self.read_only(addr, "/info", timeout).await?;
         decode(addr, "/info", &bytes)
@@ -165,6 +167,9 @@ impl Client {
     }
 
     /// `POST /reset`: the pod drops its ZooKeeper session and registers again.
+    ///
+    /// Any status code is a [`Reply`] (a 401 for a missing token too): check
+    /// [`Reply::is_success`].
     pub async fn reset(&self, addr: &str, timeout: Duration) -> Result<Reply, Error> {
         let (code, bytes) = self
             .send(
@@ -183,6 +188,9 @@ impl Client {
     /// `POST /control/signal/<timeout>` with `body`: runs the pod's signal hook.
     ///
     /// The pod answers 408 once `timeout` passes; the client waits 1.25 x `timeout` for it.
+    ///
+    /// Any status code is a [`Reply`]: a failed hook answers 500 and a dead pod 410, and both
+    /// come back as `Ok`. Check [`Reply::is_success`] (or [`Reply::error_message`]).
     pub async fn signal(
         &self,
         addr: &str,
@@ -206,6 +214,9 @@ impl Client {
     }
 
     /// `POST /exec`: runs one of the pod's tools with arguments and uploaded files.
+    ///
+    /// Any status code is a [`Reply`] (an unknown tool answers 404): check
+    /// [`Reply::is_success`]. The tool's own exit code is the body's `code`.
     pub async fn exec(
         &self,
         addr: &str,

@@ -29,7 +29,14 @@
 //! # Client
 //!
 //! [`Client`] is a typed client for every route, with connection reuse; the leader's fan-out is
-//! [`Client::control_all`].
+//! [`Client::control_all`]. The read-only routes (`info`, `log`, `metrics`, ...) turn a non-2xx
+//! answer into [`Error::Status`]; the routes that act (`control`, `signal`, `reset`, `exec`)
+//! return any answer as a [`Reply`], so `?` only catches transport failures there: check
+//! [`Reply::is_success`] (a failed `signal` hook answers 500).
+//!
+//! The types its signatures name are re-exported here ([`Info`], [`Task`], [`Epoch`],
+//! [`Bytes`], [`serde_json`], ...): a tool needs `ochopod-http` (and `ochopod-zk` to find the
+//! pods), nothing else.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), ochopod_http::Error> {
@@ -38,6 +45,15 @@
 //! let info = client.info("127.0.0.1:8080", Duration::from_secs(2)).await?;
 //! println!("{}", info["state"]);
 //! # Ok(()) }
+//! ```
+//!
+//! # A tool
+//!
+//! A tool finds the pods with `ochopod-zk`'s `Directory` and talks to each with [`Client`]
+//! (dependencies: `ochopod-zk`, `ochopod-http`, and `tokio` for the runtime):
+//!
+//! ```no_run
+#![doc = include_str!("../docs/pods_tool.rs")]
 //! ```
 #![warn(missing_docs)]
 
@@ -50,8 +66,10 @@ pub use client::Client;
 pub use exec::ExecRequest;
 pub use server::{serve, ControlRequest, Handler, Reply, Router, ServerConfig, SHELL_HEADER};
 
-/// The error of a client call is the crate's error.
-pub type ClientError = Error;
+// What this crate's signatures name, so a tool needs no other dependency to call them.
+pub use bytes::Bytes;
+pub use ochopod_core::wire::{Epoch, Info, Registration, RoundReport, Task, EPOCH_HEADER};
+pub use serde_json;
 
 /// Everything that can go wrong in this crate, each variant naming the problem and the fix.
 #[derive(Debug, thiserror::Error)]

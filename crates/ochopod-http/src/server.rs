@@ -46,6 +46,30 @@ impl Reply {
             body: error_json(message.into()),
         }
     }
+
+    /// Whether the code is 2xx. The client's acting calls ([`Client::control`],
+    /// [`Client::signal`], [`Client::reset`], [`Client::exec`]) return every answer as a
+    /// `Reply`, a failure too: check this before trusting the body.
+    ///
+    /// [`Client::control`]: crate::Client::control
+    /// [`Client::signal`]: crate::Client::signal
+    /// [`Client::reset`]: crate::Client::reset
+    /// [`Client::exec`]: crate::Client::exec
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// The reason of a failed reply: the body's `error` string, else the body as text; `None`
+    /// for a 2xx reply.
+    pub fn error_message(&self) -> Option<String> {
+        if self.is_success() {
+            return None;
+        }
+        Some(match self.body.get("error").and_then(Value::as_str) {
+            Some(e) => e.to_string(),
+            None => self.body.to_string(),
+        })
+    }
 }
 
 /// A validated `/control/<task>[/<timeout>]` request.

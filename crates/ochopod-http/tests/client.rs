@@ -110,6 +110,31 @@ async fn every_route_round_trips() {
     srv.stop().await.unwrap();
 }
 
+/// A signal whose hook fails comes back as `Ok(Reply)` with a 500: `is_success` and
+/// `error_message` are what tells it apart from a success.
+#[tokio::test]
+async fn a_failed_signal_is_a_reply_that_says_so() {
+    let h = TestHandler::new();
+    let srv = start(h.clone(), ServerConfig::default()).await;
+    let c = Client::new(None);
+    let a = srv.addr.as_str();
+    let ok = c.signal(a, &json!({}), T).await.unwrap();
+    assert!(ok.is_success(), "{ok:?}");
+    assert_eq!(ok.error_message(), None);
+    let failed = c
+        .signal(a, &json!({"code": 500, "null": true}), T)
+        .await
+        .expect("a 500 is a reply, not a transport error");
+    assert_eq!(failed.code, 500);
+    assert!(!failed.is_success(), "{failed:?}");
+    assert_eq!(
+        failed.error_message().as_deref(),
+        Some("Internal Server Error"),
+        "the server names the failure when the hook gave no body"
+    );
+    srv.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn token_is_sent_where_needed() {
     let h = TestHandler::new();
