@@ -3,7 +3,7 @@
 //!
 //! Two entry points:
 //!
-//! - [`Coordinator`]: an actor that owns one pod's whole ZooKeeper life (DESIGN sections 3 and 5).
+//! - [`Coordinator`]: an actor that owns one pod's whole ZooKeeper life.
 //!   It registers the pod under `P/pods/`, competes for the cluster lock at `P/coordinator/`
 //!   (kazoo-compatible, so 1.x and Rust pods share one lock), and, while it leads, watches the
 //!   cluster and its dependencies and performs the leader's fenced writes of `P/snapshot` and
@@ -11,6 +11,10 @@
 //!   [`ZkEvent`]s.
 //! - [`Directory`]: a read-only view for operators and tools (`ochopod ls`): clusters, pods,
 //!   hashes, snapshots, leaders, and a change feed.
+//!
+//! The core types its signatures name ([`Registration`], [`Pods`], [`Epoch`],
+//! [`DependencyPattern`]) are re-exported here: with `ochopod-http` for the control plane, a
+//! tool needs no other Ochopod crate.
 //!
 //! Layout (with `P = /ochopod/clusters/NS.CL`, under the connection string's chroot if any):
 //!
@@ -42,6 +46,9 @@ pub use coordinator::{
 pub use directory::{Directory, DirectoryWatch, PodEntry};
 pub use layout::{cluster_path, ROOT};
 pub use settings::ZkSettings;
+
+// What this crate's signatures name, so a tool needs no other dependency to call them.
+pub use ochopod_core::{DependencyPattern, Epoch, Pods, Registration};
 
 /// Errors of the ZooKeeper layer, each naming what failed and, for bad input, how to fix it.
 #[derive(Debug, thiserror::Error)]
