@@ -1,28 +1,43 @@
-//! Settings of the leader (DESIGN section 5) and of the pod (section 6), already validated.
+//! Settings of the leader (`[model]`: how a cluster is reconfigured) and of the pod (`[process]`:
+//! how its process is run), already validated. Each field says its default.
 //!
 //! Parsing (TOML, env, flags) happens in the runtime and the CLI; these are the plain values the
 //! state machines run on.
 
 use std::time::Duration;
 
-/// The leader's settings for one cluster (the `[model]` table).
+/// The leader's settings for one cluster (the `[model]` table). `ModelSettings::default()`
+/// holds the defaults each field names:
+///
+/// ```
+/// # use ochopod_core::settings::ModelSettings;
+/// # use std::time::Duration;
+/// let d = ModelSettings::default();
+/// assert_eq!(d.damper, Duration::ZERO);
+/// assert_eq!(d.probe_every, Duration::from_secs(60));
+/// assert!(d.depends_on.is_empty() && !d.full_shutdown && !d.sequential && !d.has_probe);
+/// assert_eq!(d.control_timeout, Duration::from_secs(90));
+/// assert_eq!(d.retry_cap, Duration::from_secs(30));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSettings {
-    /// Wait this long after a change before configuring.
+    /// Wait this long after a change before configuring (default 0: at once).
     pub damper: Duration,
-    /// Run the cluster probe this often while clean (zero: never).
+    /// Run the cluster probe this often while clean (zero: never; default 60 s).
     pub probe_every: Duration,
-    /// Dependencies as written (`db`, `/shared.zk`, `cache-*`).
+    /// Dependencies as written (`db`, `/shared.zk`, `cache-*`; default none).
     pub depends_on: Vec<String>,
-    /// Send `off` to every pod before `on`.
+    /// Send `off` to every pod before `on` (default false).
     pub full_shutdown: bool,
-    /// Send control requests one pod at a time, by key.
+    /// Send control requests one pod at a time, by key (default false: all at once).
     pub sequential: bool,
-    /// Seconds a pod may take per control call (1.x: `grace`).
+    /// How long a pod may take per control call (1.x: `grace`; default 90 s). Keep it above
+    /// the process settings' `grace`: an `on` may include a tear-down.
     pub control_timeout: Duration,
-    /// Whether a cluster probe is configured.
+    /// Whether a cluster probe is configured (default false; a Rust pod's probe is its
+    /// `probe` hook, run only when this is set).
     pub has_probe: bool,
-    /// Longest wait between two failed rounds.
+    /// Longest wait between two failed rounds (default 30 s).
     pub retry_cap: Duration,
 }
 
@@ -62,33 +77,52 @@ pub enum GiveUp {
     Exit,
 }
 
-/// The pod's settings (the `[process]` table and `start`).
+/// The pod's settings (the `[process]` table and `start`). `ProcessSettings::default()` holds
+/// the defaults each field names.
+///
+/// **Reload or restart:** when a new view arrives while the process runs, a pod that is not
+/// `strict` and whose dependencies are unchanged keeps its process and runs its `reload` hook
+/// (a Rust pod's default `reload` runs `configure` again, re-rendering what it writes; a spec
+/// pod re-renders its templates); otherwise the process is torn down and configured again.
+///
+/// ```
+/// # use ochopod_core::settings::{GiveUp, ProcessSettings};
+/// # use std::time::Duration;
+/// let d = ProcessSettings::default();
+/// assert!(!d.strict && d.start && !d.soft && !d.reload_dependencies);
+/// assert_eq!((d.grace, d.check_every), (Duration::from_secs(60), Duration::from_secs(60)));
+/// assert_eq!(d.checks, 3);
+/// assert_eq!(d.restart_delay, Duration::from_secs(1));
+/// assert_eq!((d.restart_delay_max, d.stable_after), (Duration::from_secs(60), Duration::from_secs(60)));
+/// assert_eq!(d.on_give_up, GiveUp::Off);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProcessSettings {
-    /// Restart the process on every `on`, even when only the cluster's membership changed.
+    /// Restart the process on every `on`, even when only the cluster's membership changed
+    /// (default false: reload instead, as described above).
     pub strict: bool,
-    /// Start the process on the first `on` (1.x `ochopod_start`).
+    /// Start the process on the first `on` (1.x `ochopod_start`; default true).
     pub start: bool,
-    /// How long a tear-down may take before SIGKILL.
+    /// How long a tear-down may take before SIGKILL (default 60 s).
     pub grace: Duration,
-    /// Never SIGKILL: after `grace`, leave the process alone.
+    /// Never SIGKILL: after `grace`, leave the process alone (default false).
     pub soft: bool,
-    /// Failed sanity checks in a row before the circuit breaker trips.
+    /// Failed sanity checks in a row before the circuit breaker trips (default 3).
     pub checks: u32,
-    /// Time between sanity checks.
+    /// Time between sanity checks (default 60 s).
     pub check_every: Duration,
-    /// First delay of a crash loop; doubles up to `restart_delay_max`.
+    /// First delay of a crash loop; doubles up to `restart_delay_max` (default 1 s).
     pub restart_delay: Duration,
-    /// Longest delay between two restarts.
+    /// Longest delay between two restarts (default 60 s).
     pub restart_delay_max: Duration,
-    /// A process that ran this long resets the restart backoff.
+    /// A process that ran this long resets the restart backoff (default 60 s).
     pub stable_after: Duration,
-    /// What tripping the circuit breaker does.
+    /// What tripping the circuit breaker does (default [`GiveUp::Off`]).
     pub on_give_up: GiveUp,
     /// A non-strict pod also reloads (instead of restarting) when the members of its
     /// dependencies change, as long as the dependency names stay the same: for pods whose
     /// `reload` hook applies a new backend list (a load balancer). Without it, any change of
-    /// a dependency restarts the process.
+    /// a dependency restarts the process (default false).
     pub reload_dependencies: bool,
 }
 
