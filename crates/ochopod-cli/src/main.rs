@@ -6,7 +6,8 @@
 //!
 //! Exit codes: 0 success; 1 the command failed (pod unreachable, ZooKeeper error, hook failure);
 //! 2 bad usage or settings (a flag, the spec, an ambiguous pod name); 3 the circuit breaker
-//! gave up with `on_give_up = "exit"`.
+//! gave up with `on_give_up = "exit"`; 4 `ochopod run` cannot listen on its control port
+//! (another pod on the machine uses it).
 
 mod ops;
 mod run;
@@ -157,6 +158,14 @@ impl Fail {
     pub(crate) fn usage(error: impl Into<anyhow::Error>) -> Fail {
         Fail {
             code: 2,
+            error: error.into(),
+        }
+    }
+
+    /// The control plane cannot listen on its port (exit code 4).
+    pub(crate) fn listen(error: impl Into<anyhow::Error>) -> Fail {
+        Fail {
+            code: 4,
             error: error.into(),
         }
     }

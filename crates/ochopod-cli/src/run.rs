@@ -195,10 +195,7 @@ pub(crate) async fn run(args: RunArgs, env: BTreeMap<String, String>) -> Result<
         .env(env)
         .prepare()
         .await
-        .map_err(|e| match e {
-            ochopod::Error::Settings(_) | ochopod::Error::Binding(_) => Fail::usage(e),
-            other => Fail::from(other),
-        })?;
+        .map_err(cli_error)?;
     tracing::info!(
         key = prepared.key(),
         cluster = %prepared.registration().full_cluster(),
@@ -206,11 +203,23 @@ pub(crate) async fn run(args: RunArgs, env: BTreeMap<String, String>) -> Result<
         "starting"
     );
     let lifecycle = SpecLifecycle::new(spec, prepared.reaper().clone(), prepared.process_env());
-    let code = prepared.run(lifecycle).await.map_err(|e| match e {
-        ochopod::Error::Settings(_) => Fail::usage(e),
-        other => Fail::from(other),
-    })?;
+    let code = prepared.run(lifecycle).await.map_err(cli_error)?;
     Ok(u8::try_from(code).unwrap_or(1))
+}
+
+/// The library's error in the words of the spec and the flags, with its exit code.
+fn cli_error(e: ochopod::Error) -> Fail {
+    match e {
+        ochopod::Error::MissingCluster => Fail::usage(anyhow!(
+            "no cluster name: set [pod] cluster in the spec, --cluster, or ochopod_cluster"
+        )),
+        ochopod::Error::Listen { addr, source } => Fail::listen(anyhow!(
+            "cannot listen on {addr} for the control plane: {source} (is another pod using this \
+             port? set [pod] port, --port or ochopod_port, or remap it with [ports])"
+        )),
+        ochopod::Error::Settings(_) | ochopod::Error::Binding(_) => Fail::usage(e),
+        other => Fail::from(other),
+    }
 }
 
 pub(crate) async fn render(args: RenderArgs, env: BTreeMap<String, String>) -> Result<u8, Fail> {

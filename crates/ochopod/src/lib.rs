@@ -4,34 +4,47 @@
 //! (`ochopod-zk`), HTTP (`ochopod-http`) and supervisor (`ochopod-supervisor`) layers, and the
 //! library API for pods written in Rust: implement [`Lifecycle`] and hand it to
 //! [`Pod::builder`]. `ochopod run --spec` is one [`Lifecycle`] ([`spec_pod::SpecLifecycle`]) run
-//! through this same builder.
+//! through this same builder. Every type the API names is re-exported here (the [`view`],
+//! [`bindings`] and [`supervisor`] modules hold those with clashing names): a pod needs this one
+//! dependency.
 //!
 //! **Architecture invariant:** never depends on clap or anything CLI-specific, and never reads
 //! the process environment: the caller passes it in ([`PodBuilder::env`]).
 //!
-//! ```no_run
-//! use ochopod::{Cluster, HookResult, Lifecycle, Pod, ProcessCommand};
+//! # A pod
 //!
-//! struct Web;
+//! A web server whose `cluster.txt` says where the pod sits in its cluster. Two copies run side
+//! by side on one machine with the `local` binding, each with its own control port
+//! (`ochopod_port`) and its own host port for the server (`PORT_9000`): when the second joins,
+//! the first one's `cluster.txt` says `index 0 of 2` while its server keeps running (see
+//! [Reload or restart](lifecycle#reload-or-restart)).
 //!
-//! impl Lifecycle for Web {
-//!     async fn configure(&self, cluster: &Cluster) -> HookResult<ProcessCommand> {
-//!         Ok(ProcessCommand::argv(["python3", "-m", "http.server", "9000"])
-//!             .env("PEERS", cluster.grep("", 9000, false)))
-//!     }
-//! }
-//!
-//! # async fn demo() -> Result<(), ochopod::Error> {
-//! let code = Pod::builder()
-//!     .namespace("demo")
-//!     .cluster("web")
-//!     .zk("127.0.0.1:2181")
-//!     .env(std::env::vars())
-//!     .run(Web)
-//!     .await?;
-//! std::process::exit(code);
-//! # }
+//! ```text
+//! ochopod_zk=127.0.0.1:2181 ochopod_binding=local ochopod_port=8081 PORT_9000=19001 \
+//!     WEB_DIR=/tmp/web-1 cargo run --bin web
+//! ochopod_zk=127.0.0.1:2181 ochopod_binding=local ochopod_port=8082 PORT_9000=19002 \
+//!     WEB_DIR=/tmp/web-2 cargo run --bin web
+//! curl -s 127.0.0.1:19001/cluster.txt
 //! ```
+//!
+//! ```no_run
+#![doc = include_str!("../docs/web_pod.rs")]
+//! ```
+//!
+//! # Logs
+//!
+//! The runtime logs through [`tracing`](https://docs.rs/tracing) (spans carry the pod's key and
+//! cluster): without a subscriber, as in the example above, nothing is printed. A configuration
+//! round that fails (a pod answers 401, a hook fails) is logged at WARN, every round's end at
+//! INFO. The process's own output goes to the pod log (`/log`) and, by default, nowhere else.
+//!
+//! # Defaults
+//!
+//! Without settings, a pod uses the `auto` binding (Kubernetes, Marathon, else `generic`), control
+//! port 8080 (`ochopod_port`), namespace `default`, a 5 s ZooKeeper session, and
+//! [`ModelSettings::default`] and [`ProcessSettings::default`] (each field states its default).
+//! The `local` binding (one machine, no NAT) listens on 127.0.0.1 and finds ZooKeeper at
+//! 127.0.0.1:2181 unless told otherwise. The cluster name has no default.
 #![warn(missing_docs)]
 
 pub mod lifecycle;
@@ -44,11 +57,28 @@ pub mod template;
 
 pub use lifecycle::{Failure, HookResult, Lifecycle, ProcessCommand, ToolOutput};
 pub use ochopod_core::settings::{GiveUp, ModelSettings, ProcessSettings};
-/// The view of the cluster handed to hooks: `key`, `index`, `seq`, `size`, `pods`,
-/// `dependencies`, `pod`, and [`Cluster::grep`].
-pub use ochopod_core::ClusterView as Cluster;
-pub use ochopod_core::Registration;
-pub use ochopod_supervisor::{PodLog, Reaper};
+pub use ochopod_core::{ClusterView, ControlBody, Dependencies, Pods, Registration};
+pub use ochopod_supervisor::{PodLog, Program, Reaper};
+/// JSON, as the hooks `signal` and `sanity_check` take and return it.
+pub use serde_json;
+
+/// The cluster view a hook is given, and what it is built from (re-exported from
+/// `ochopod-core`, with the error of [`ClusterView::new`] and [`Registration::from_slice`]).
+pub mod view {
+    pub use ochopod_core::{ClusterView, ControlBody, Dependencies, Error, Pods, Registration};
+}
+
+/// Where the pod runs: the binding inputs of [`PodConfig`] and the error of
+/// [`Error::Binding`] (re-exported from `ochopod-bindings`).
+pub mod bindings {
+    pub use ochopod_bindings::{Error, Explicit, Options, BINDINGS, DEFAULT_CONTROL_PORT};
+}
+
+/// The process side: what [`ProcessCommand`] runs, the reaper and pod log the builder takes,
+/// and the error of [`Error::Supervisor`] (re-exported from `ochopod-supervisor`).
+pub mod supervisor {
+    pub use ochopod_supervisor::{Error, PodLog, Program, Reaper, POD_LOG_CAP};
+}
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -59,9 +89,31 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Bad or missing settings: the message says which and how to fix it.
+    /// Bad or missing settings: the message says which and names the builder method that sets
+    /// it (and the `ochopod_*` variable, when there is one).
     #[error("{0}")]
     Settings(String),
+    /// No cluster name: neither [`PodBuilder::cluster`] nor `ochopod_cluster` in
+    /// [`PodBuilder::env`] gave one.
+    #[error(
+        "no cluster name: call PodBuilder::cluster, or set ochopod_cluster in the environment \
+         given to PodBuilder::env"
+    )]
+    MissingCluster,
+    /// The control plane cannot listen on its address (most often: another pod on this
+    /// machine uses the port).
+    #[error(
+        "cannot listen on {addr} for the control plane: {source}; if another pod uses this \
+         port, choose another with PodBuilder::port (or ochopod_port), or remap it with \
+         PodBuilder::map_port"
+    )]
+    Listen {
+        /// The address the control plane tried.
+        addr: std::net::SocketAddr,
+        /// Why it could not listen.
+        #[source]
+        source: std::io::Error,
+    },
     /// The binding could not tell where the pod runs.
     #[error(transparent)]
     Binding(#[from] ochopod_bindings::Error),
@@ -70,12 +122,12 @@ pub enum Error {
     Supervisor(#[from] ochopod_supervisor::Error),
 }
 
-/// The leader's settings and the optional cluster probe (the probe itself is
-/// [`Lifecycle::probe`]).
-pub type Model = ModelSettings;
-
 /// Identity and coordination settings; every `None` falls back to `ochopod_*` variables, then
 /// to what the binding finds, then to a default.
+///
+/// Each field also has a [`PodBuilder`] method; [`PodBuilder::config`] merges a whole
+/// `PodConfig` into the builder, and a setting given two different values is refused by
+/// [`PodBuilder::prepare`].
 #[derive(Clone, Debug, Default)]
 pub struct PodConfig {
     /// Namespace (`ochopod_namespace`, default `default`).
@@ -83,22 +135,29 @@ pub struct PodConfig {
     /// Cluster (`ochopod_cluster`; required).
     pub cluster: Option<String>,
     /// Binding inputs (binding name, ip, public, zk, zk_service, control port, ports).
-    pub explicit: ochopod_bindings::Explicit,
+    pub explicit: bindings::Explicit,
     /// ZooKeeper session timeout (default 5 s, as 1.x).
     pub session_timeout: Option<Duration>,
     /// `digest:user:password` (`ochopod_zk_auth`).
     pub zk_auth: Option<String>,
-    /// Keep key and seq here.
+    /// Keep key and seq here (`ochopod_state_dir`; default nowhere: a new key at each start).
     pub state_dir: Option<PathBuf>,
-    /// Control-plane token (`ochopod_token`).
+    /// Control-plane token (`ochopod_token`; default none: no token required).
     pub token: Option<String>,
     /// Forward the process output into the pod log (default true).
     pub pipe: Option<bool>,
-    /// Where the Mesos files and the Kubernetes service account are.
-    pub binding_options: ochopod_bindings::Options,
+    /// Where the Mesos files and the Kubernetes service account are (default
+    /// [`bindings::Options::default`]).
+    pub binding_options: Option<bindings::Options>,
 }
 
 /// Builds a pod: settings in, a future that runs it out.
+///
+/// Every setting has a method. A setting left unset falls back to its `ochopod_*` variable in
+/// [`PodBuilder::env`], then to what the binding finds, then to its default (see
+/// [Defaults](crate#defaults)). A setting is given once: setting it again to another value
+/// (by its method or by [`PodBuilder::config`]) makes [`PodBuilder::prepare`] fail with an
+/// [`Error::Settings`] naming both, so nothing set is silently dropped.
 #[derive(Default)]
 pub struct PodBuilder {
     config: PodConfig,
@@ -107,78 +166,272 @@ pub struct PodBuilder {
     env: BTreeMap<String, String>,
     reaper: Option<Reaper>,
     log: Option<PodLog>,
+    /// Which method set each setting, to name both in a conflict.
+    set_by: BTreeMap<String, &'static str>,
+    /// Settings given two different values, reported by `prepare`.
+    conflicts: Vec<String>,
 }
 
 /// Entry point of the library API.
 pub struct Pod;
 
 impl Pod {
-    /// A builder with the defaults of DESIGN sections 5, 6 and 8.
+    /// A builder with every default (see [Defaults](crate#defaults)).
     pub fn builder() -> PodBuilder {
         PodBuilder::default()
     }
 }
 
+/// Sets `slot` to `value` unless it already holds another value: then records the conflict.
+fn set_once<T: PartialEq + std::fmt::Debug>(
+    slot: &mut Option<T>,
+    value: T,
+    setting: &str,
+    by: &'static str,
+    set_by: &mut BTreeMap<String, &'static str>,
+    conflicts: &mut Vec<String>,
+) {
+    match slot {
+        Some(old) if *old != value => {
+            let first = set_by.get(setting).copied().unwrap_or("PodBuilder::config");
+            conflicts.push(format!(
+                "{setting} is set twice, to {old:?} by {first} and to {value:?} by {by}: set it once"
+            ));
+        }
+        _ => {
+            *slot = Some(value);
+            set_by.insert(setting.to_string(), by);
+        }
+    }
+}
+
 impl PodBuilder {
-    /// The namespace.
+    fn set<T: PartialEq + std::fmt::Debug>(
+        &mut self,
+        setting: &str,
+        by: &'static str,
+        value: T,
+        slot: impl FnOnce(&mut PodConfig) -> &mut Option<T>,
+    ) {
+        set_once(
+            slot(&mut self.config),
+            value,
+            setting,
+            by,
+            &mut self.set_by,
+            &mut self.conflicts,
+        );
+    }
+
+    /// The namespace (`ochopod_namespace`; default `default`).
     pub fn namespace(mut self, ns: impl Into<String>) -> Self {
-        self.config.namespace = Some(ns.into());
+        self.set("namespace", "PodBuilder::namespace", ns.into(), |c| {
+            &mut c.namespace
+        });
         self
     }
 
-    /// The cluster name.
+    /// The cluster name (`ochopod_cluster`; required).
     pub fn cluster(mut self, cluster: impl Into<String>) -> Self {
-        self.config.cluster = Some(cluster.into());
+        self.set("cluster", "PodBuilder::cluster", cluster.into(), |c| {
+            &mut c.cluster
+        });
         self
     }
 
-    /// The ZooKeeper connection string (`h1:2181,h2:2181/chroot` or `zk://...`).
+    /// The ZooKeeper connection string, `h1:2181,h2:2181/chroot` or `zk://...` (`ochopod_zk`;
+    /// default: what the binding finds, 127.0.0.1:2181 for `local`).
     pub fn zk(mut self, zk: impl Into<String>) -> Self {
-        self.config.explicit.zk = Some(zk.into());
+        self.set("zk", "PodBuilder::zk", zk.into(), |c| &mut c.explicit.zk);
         self
     }
 
-    /// The binding (`local`, `generic`, `marathon`, `kubernetes`, ..., `auto`).
+    /// Kubernetes: the Service whose endpoints are ZooKeeper, `name` or `namespace/name`
+    /// (`ochopod_zk_service`).
+    pub fn zk_service(mut self, service: impl Into<String>) -> Self {
+        self.set(
+            "zk_service",
+            "PodBuilder::zk_service",
+            service.into(),
+            |c| &mut c.explicit.zk_service,
+        );
+        self
+    }
+
+    /// The binding, one of [`bindings::BINDINGS`] (`ochopod_binding`; default `auto`).
     pub fn binding(mut self, binding: impl Into<String>) -> Self {
-        self.config.explicit.binding = Some(binding.into());
+        self.set("binding", "PodBuilder::binding", binding.into(), |c| {
+            &mut c.explicit.binding
+        });
         self
     }
 
-    /// The control port (a container port).
+    /// The internal ip other pods reach this one at (`ochopod_ip`; default: the binding's).
+    pub fn ip(mut self, ip: impl Into<String>) -> Self {
+        self.set("ip", "PodBuilder::ip", ip.into(), |c| &mut c.explicit.ip);
+        self
+    }
+
+    /// The public ip (`ochopod_public`; default: the binding's, often none).
+    pub fn public(mut self, ip: impl Into<String>) -> Self {
+        self.set("public", "PodBuilder::public", ip.into(), |c| {
+            &mut c.explicit.public
+        });
+        self
+    }
+
+    /// The control port, a container port (`ochopod_port`; default 8080). With the `local`
+    /// binding the agent listens on its host port (see [`PodBuilder::map_port`]).
     pub fn port(mut self, port: u16) -> Self {
-        self.config.explicit.port = Some(port);
+        self.set("port", "PodBuilder::port", port, |c| &mut c.explicit.port);
         self
     }
 
-    /// A port remapping: container port -> host port.
+    /// A port remapping, container port -> host port (`PORT_<container>`); the other pods
+    /// reach this one's `container` port at `host` ([`Registration::host_port`]).
     pub fn map_port(mut self, container: u16, host: u16) -> Self {
-        self.config
-            .explicit
-            .ports
-            .insert(container.to_string(), host);
+        self.map_port_by("PodBuilder::map_port", container.to_string(), host);
         self
     }
 
-    /// Every identity and coordination setting at once.
+    fn map_port_by(&mut self, by: &'static str, container: String, host: u16) {
+        let setting = format!("ports.{container}");
+        let mut slot = self.config.explicit.ports.get(&container).copied();
+        set_once(
+            &mut slot,
+            host,
+            &setting,
+            by,
+            &mut self.set_by,
+            &mut self.conflicts,
+        );
+        if let Some(host) = slot {
+            self.config.explicit.ports.insert(container, host);
+        }
+    }
+
+    /// The ZooKeeper session timeout (default 5 s, as 1.x).
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.set(
+            "session_timeout",
+            "PodBuilder::session_timeout",
+            timeout,
+            |c| &mut c.session_timeout,
+        );
+        self
+    }
+
+    /// ZooKeeper credentials, `digest:user:password` (`ochopod_zk_auth`; default none).
+    pub fn zk_auth(mut self, auth: impl Into<String>) -> Self {
+        self.set("zk_auth", "PodBuilder::zk_auth", auth.into(), |c| {
+            &mut c.zk_auth
+        });
+        self
+    }
+
+    /// Keeps the pod's key and seq in this folder, so a restarted container keeps its
+    /// identity (`ochopod_state_dir`; default nowhere: a new key at each start).
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.set("state_dir", "PodBuilder::state_dir", dir.into(), |c| {
+            &mut c.state_dir
+        });
+        self
+    }
+
+    /// The control-plane token the leader and tools must send (`ochopod_token`; default none).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.set("token", "PodBuilder::token", token.into(), |c| &mut c.token);
+        self
+    }
+
+    /// Whether the process output goes into the pod log (`/log`) (default true; `false`
+    /// leaves it on the agent's stdout and stderr).
+    pub fn pipe(mut self, pipe: bool) -> Self {
+        self.set("pipe", "PodBuilder::pipe", pipe, |c| &mut c.pipe);
+        self
+    }
+
+    /// Where the bindings find the platform's files and how long they wait for its services
+    /// (default [`bindings::Options::default`]).
+    pub fn binding_options(mut self, options: bindings::Options) -> Self {
+        self.set(
+            "binding_options",
+            "PodBuilder::binding_options",
+            options,
+            |c| &mut c.binding_options,
+        );
+        self
+    }
+
+    /// Merges every setting of `config` that is `Some` (and every port) into the builder;
+    /// what it leaves `None` keeps what earlier calls set. A setting given another value
+    /// before is a conflict that [`PodBuilder::prepare`] reports.
     pub fn config(mut self, config: PodConfig) -> Self {
-        self.config = config;
+        const BY: &str = "PodBuilder::config";
+        let PodConfig {
+            namespace,
+            cluster,
+            explicit,
+            session_timeout,
+            zk_auth,
+            state_dir,
+            token,
+            pipe,
+            binding_options,
+        } = config;
+        let bindings::Explicit {
+            binding,
+            ip,
+            public,
+            zk,
+            zk_service,
+            port,
+            ports,
+        } = explicit;
+        macro_rules! merge {
+            ($name:literal, $value:expr, $($slot:tt)+) => {
+                if let Some(v) = $value {
+                    self.set($name, BY, v, |c| &mut c.$($slot)+);
+                }
+            };
+        }
+        merge!("namespace", namespace, namespace);
+        merge!("cluster", cluster, cluster);
+        merge!("binding", binding, explicit.binding);
+        merge!("ip", ip, explicit.ip);
+        merge!("public", public, explicit.public);
+        merge!("zk", zk, explicit.zk);
+        merge!("zk_service", zk_service, explicit.zk_service);
+        merge!("port", port, explicit.port);
+        merge!("session_timeout", session_timeout, session_timeout);
+        merge!("zk_auth", zk_auth, zk_auth);
+        merge!("state_dir", state_dir, state_dir);
+        merge!("token", token, token);
+        merge!("pipe", pipe, pipe);
+        merge!("binding_options", binding_options, binding_options);
+        for (container, host) in ports {
+            self.map_port_by(BY, container, host);
+        }
         self
     }
 
-    /// The leader's settings.
+    /// The leader's settings, all at once (default [`ModelSettings::default`]; start from it
+    /// and change the fields you need).
     pub fn model(mut self, model: ModelSettings) -> Self {
         self.model = model;
         self
     }
 
-    /// The process settings.
+    /// The process settings, all at once (default [`ProcessSettings::default`]; start from it
+    /// and change the fields you need).
     pub fn process(mut self, process: ProcessSettings) -> Self {
         self.process = process;
         self
     }
 
     /// The environment the pod runs in (e.g. `std::env::vars()`): read by the bindings and
-    /// handed to the sub-process.
+    /// for the `ochopod_*` fallbacks, and handed to the sub-process. Default: empty (the
+    /// process environment is never read by the library).
     pub fn env<I, K, V>(mut self, vars: I) -> Self
     where
         I: IntoIterator<Item = (K, V)>,
@@ -205,12 +458,34 @@ impl PodBuilder {
     }
 
     /// Finds out where the pod runs and prepares its registration, without starting anything.
+    ///
+    /// Fails with [`Error::Settings`] for a setting given two values or a bad one,
+    /// [`Error::MissingCluster`] without a cluster name, [`Error::Binding`] when the binding
+    /// cannot tell where the pod runs.
     pub async fn prepare(self) -> Result<PreparedPod, Error> {
+        let (settings, reaper, log) = self.resolve().await?;
+        let reaper = match reaper {
+            Some(r) => r,
+            None => Reaper::install()?,
+        };
+        Ok(PreparedPod {
+            settings,
+            reaper,
+            log: log.unwrap_or_default(),
+        })
+    }
+
+    /// Everything `prepare` does but install the reaper.
+    async fn resolve(
+        self,
+    ) -> Result<(runtime::RuntimeSettings, Option<Reaper>, Option<PodLog>), Error> {
+        if !self.conflicts.is_empty() {
+            return Err(Error::Settings(self.conflicts.join("; ")));
+        }
         let env = &self.env;
         let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
-        let found =
-            ochopod_bindings::discover(&self.config.explicit, env, &self.config.binding_options)
-                .await?;
+        let options = self.config.binding_options.clone().unwrap_or_default();
+        let found = ochopod_bindings::discover(&self.config.explicit, env, &options).await?;
         let namespace = self
             .config
             .namespace
@@ -222,12 +497,7 @@ impl PodBuilder {
             .cluster
             .clone()
             .or_else(|| get("ochopod_cluster"))
-            .ok_or_else(|| {
-                Error::Settings(
-                    "no cluster name: set [pod] cluster in the spec, --cluster, or ochopod_cluster"
-                        .to_string(),
-                )
-            })?;
+            .ok_or(Error::MissingCluster)?;
         for (what, name) in [("namespace", &namespace), ("cluster", &cluster)] {
             if name.is_empty()
                 || !name
@@ -235,7 +505,7 @@ impl PodBuilder {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
                 return Err(Error::Settings(format!(
-                    "bad {what} {name:?}: use letters, digits, '-' and '_' only"
+                    "bad {what} name {name:?}: use letters, digits, '-' and '_' only"
                 )));
             }
         }
@@ -355,15 +625,7 @@ impl PodBuilder {
             env: self.env,
             fan_out: 256,
         };
-        let reaper = match self.reaper {
-            Some(r) => r,
-            None => Reaper::install()?,
-        };
-        Ok(PreparedPod {
-            settings,
-            reaper,
-            log: self.log.unwrap_or_default(),
-        })
+        Ok((settings, self.reaper, self.log))
     }
 
     /// Prepares and runs the pod until it stops; returns the agent's exit code (0 after

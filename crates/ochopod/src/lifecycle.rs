@@ -3,8 +3,19 @@
 //! Only [`Lifecycle::configure`] is required. `ochopod run --spec` is one implementation of this
 //! trait ([`crate::spec_pod::SpecLifecycle`]); a Rust pod is another. The runtime runs every hook
 //! in its own task, so a slow hook never blocks `/info`.
+//!
+//! # Reload or restart
+//!
+//! When the cluster changes while the process runs (a pod joins or leaves), the leader sends
+//! every pod the new view. A pod whose [`ProcessSettings::strict`](crate::ProcessSettings) is
+//! `false` (the default) and whose dependencies did not change keeps its process running and
+//! calls [`Lifecycle::reload`]; every other case tears the process down and runs
+//! [`Lifecycle::configure`] and a new process. The default `reload` runs `configure` again (so
+//! the files it renders follow the cluster, as a spec pod re-renders its templates) and keeps
+//! the running process and the command it was started with. Override `reload` to tell the
+//! process (`kill -HUP`, an admin call), or set `strict` to restart it on every change.
 
-use crate::Cluster;
+use crate::ClusterView;
 use ochopod_supervisor::Program;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -95,16 +106,20 @@ pub struct ToolOutput {
     pub lines: Vec<String>,
 }
 
-/// The hooks of a pod. Every method but `configure` has a default that succeeds and does
-/// nothing, as in Ochopod 1.x.
+/// The hooks of a pod. Only `configure` is required; every other method has a default that
+/// succeeds and does nothing, as in Ochopod 1.x, except [`reload`](Lifecycle::reload), whose
+/// default runs `configure` again (see [Reload or restart](crate::lifecycle#reload-or-restart)).
+///
+/// `configure` may therefore run several times for one process: write what it renders in full
+/// each time (it is given the whole view).
 ///
 /// ```
-/// use ochopod::{Cluster, HookResult, Lifecycle, ProcessCommand};
+/// use ochopod::{ClusterView, HookResult, Lifecycle, ProcessCommand};
 ///
 /// struct Broker;
 ///
 /// impl Lifecycle for Broker {
-///     async fn configure(&self, cluster: &Cluster) -> HookResult<ProcessCommand> {
+///     async fn configure(&self, cluster: &ClusterView) -> HookResult<ProcessCommand> {
 ///         Ok(ProcessCommand::argv(["my-broker", "--id", &cluster.seq.to_string()])
 ///             .env("PEERS", cluster.grep("", 9092, false)))
 ///     }
@@ -112,13 +127,13 @@ pub struct ToolOutput {
 /// ```
 pub trait Lifecycle: Send + Sync + 'static {
     /// Runs once, before the first configuration.
-    fn initialize(&self, cluster: &Cluster) -> impl Future<Output = HookResult<()>> + Send {
+    fn initialize(&self, cluster: &ClusterView) -> impl Future<Output = HookResult<()>> + Send {
         let _ = cluster;
         async { Ok(()) }
     }
 
     /// `check`: may the pod be configured with this view? (e.g. Kafka waits for ZooKeeper).
-    fn can_configure(&self, cluster: &Cluster) -> impl Future<Output = HookResult<()>> + Send {
+    fn can_configure(&self, cluster: &ClusterView) -> impl Future<Output = HookResult<()>> + Send {
         let _ = cluster;
         async { Ok(()) }
     }
@@ -126,20 +141,24 @@ pub trait Lifecycle: Send + Sync + 'static {
     /// Renders configuration and returns the process to run.
     fn configure(
         &self,
-        cluster: &Cluster,
+        cluster: &ClusterView,
     ) -> impl Future<Output = HookResult<ProcessCommand>> + Send;
 
     /// `ok`: every pod of the round was configured.
-    fn configured(&self, cluster: &Cluster) -> impl Future<Output = HookResult<()>> + Send {
+    fn configured(&self, cluster: &ClusterView) -> impl Future<Output = HookResult<()>> + Send {
         let _ = cluster;
         async { Ok(()) }
     }
 
     /// A non-strict pod got a new view while running with unchanged dependencies: update its
     /// configuration in place (re-render, `kill -HUP`, ...). A failure makes the pod restart.
-    fn reload(&self, cluster: &Cluster) -> impl Future<Output = HookResult<()>> + Send {
-        let _ = cluster;
-        async { Ok(()) }
+    ///
+    /// The default runs [`configure`](Lifecycle::configure) with the new view and drops the
+    /// command it returns: what `configure` renders follows the cluster, the running process is
+    /// left alone and keeps its command line and environment (they are only read at a start).
+    /// Override it to also tell the process, or to do nothing (`async { Ok(()) }`).
+    fn reload(&self, cluster: &ClusterView) -> impl Future<Output = HookResult<()>> + Send {
+        async move { self.configure(cluster).await.map(drop) }
     }
 
     /// The periodic sanity check of the running process; may return metrics (a JSON object).
@@ -167,7 +186,10 @@ pub trait Lifecycle: Send + Sync + 'static {
     }
 
     /// The leader's cluster probe: `Some(status)`; `None` when there is no probe.
-    fn probe(&self, cluster: &Cluster) -> impl Future<Output = HookResult<Option<String>>> + Send {
+    fn probe(
+        &self,
+        cluster: &ClusterView,
+    ) -> impl Future<Output = HookResult<Option<String>>> + Send {
         let _ = cluster;
         async { Ok(None) }
     }

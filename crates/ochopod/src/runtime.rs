@@ -3,13 +3,13 @@
 //! ZooKeeper, HTTP and supervisor layers.
 
 use crate::lifecycle::{Failure, Lifecycle, ProcessCommand};
-use crate::Cluster;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use ochopod_core::leader::{Leader, LeaderAction, Reply as LeaderReply};
 use ochopod_core::pod::{ControlRequest as PodRequest, Hook, PodAction, PodMachine, StepResult};
 use ochopod_core::settings::{ModelSettings, ProcessSettings};
 use ochopod_core::wire::{ControlBody, Epoch, Info, Registration, RoundReport, Task, PROTOCOL};
+use ochopod_core::ClusterView;
 use ochopod_core::DependencyPattern;
 use ochopod_http::{ControlRequest, ExecRequest, Handler, Reply};
 use ochopod_supervisor::{CommandSpec, OutputMode, PodLog, Reaper};
@@ -232,11 +232,9 @@ pub(crate) async fn run<L: Lifecycle>(
         // The control plane first: the registration advertises it.
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
-            .map_err(|e| {
-                crate::Error::Settings(format!(
-                    "cannot listen on {} for the control plane: {e} (is another pod using this port? set [pod] port or [ports])",
-                    settings.listen
-                ))
+            .map_err(|source| crate::Error::Listen {
+                addr: settings.listen,
+                source,
             })?;
         let handler = Arc::new(ControlHandler {
             tx: tx.clone(),
@@ -812,7 +810,7 @@ impl<L: Lifecycle> Driver<L> {
                 let tx = self.tx.clone();
                 let key = self.settings.key.clone();
                 tokio::spawn(async move {
-                    let r = match Cluster::new(&key, &body) {
+                    let r = match ClusterView::new(&key, &body) {
                         Ok(view) => match l.probe(&view).await {
                             Ok(s) => Ok(s.unwrap_or_default()),
                             Err(e) => Err(e.0),
@@ -827,7 +825,12 @@ impl<L: Lifecycle> Driver<L> {
                     .store(0, std::sync::atomic::Ordering::Relaxed);
                 report.started_ms = unix_ms().saturating_sub(report.duration_ms);
                 let ok = report.outcome == "ok";
-                info!(outcome = %report.outcome, ms = report.duration_ms, "configuration round ended");
+                if ok {
+                    info!(outcome = %report.outcome, ms = report.duration_ms, "configuration round ended");
+                } else {
+                    // A failed round (a pod answered 401, a hook failed) is worth a look.
+                    warn!(outcome = %report.outcome, ms = report.duration_ms, "configuration round failed");
+                }
                 self.shared.metrics.round(ok, report.duration_ms);
                 self.last_round = Some(report);
             }
@@ -892,11 +895,11 @@ impl<L: Lifecycle> Driver<L> {
 async fn run_hook<L: Lifecycle>(
     l: &L,
     hook: Hook,
-    view: Option<Arc<Cluster>>,
+    view: Option<Arc<ClusterView>>,
     input: Value,
     pid: u32,
 ) -> Result<Value, String> {
-    let need_view = || -> Result<Arc<Cluster>, String> {
+    let need_view = || -> Result<Arc<ClusterView>, String> {
         view.clone()
             .ok_or_else(|| format!("internal error: {hook:?} without a cluster view"))
     };

@@ -6,7 +6,7 @@
 use crate::lifecycle::{Failure, HookResult, Lifecycle, ProcessCommand, ToolOutput};
 use crate::spec::Spec;
 use crate::template::Renderer;
-use crate::Cluster;
+use crate::ClusterView;
 use ochopod_supervisor::{CommandSpec, OutputMode, Program, Reaper};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -44,7 +44,7 @@ impl SpecLifecycle {
     }
 
     /// Renders every `[[templates]]` entry; returns whether any target changed.
-    pub fn render_all(&self, cluster: &Cluster) -> HookResult<bool> {
+    pub fn render_all(&self, cluster: &ClusterView) -> HookResult<bool> {
         let renderer = Renderer::new(Arc::new(cluster.clone()), &self.env);
         let mut changed = false;
         for t in &self.spec.templates {
@@ -108,7 +108,7 @@ impl SpecLifecycle {
         }
     }
 
-    fn view_json(cluster: &Cluster) -> Value {
+    fn view_json(cluster: &ClusterView) -> Value {
         serde_json::to_value(cluster).unwrap_or(Value::Null)
     }
 }
@@ -125,7 +125,7 @@ fn write_atomically(target: &std::path::Path, text: &str) -> std::io::Result<()>
 }
 
 impl Lifecycle for SpecLifecycle {
-    async fn initialize(&self, cluster: &Cluster) -> HookResult<()> {
+    async fn initialize(&self, cluster: &ClusterView) -> HookResult<()> {
         self.hook(
             "initialize",
             &self.spec.hooks.initialize,
@@ -135,7 +135,7 @@ impl Lifecycle for SpecLifecycle {
         .map(drop)
     }
 
-    async fn can_configure(&self, cluster: &Cluster) -> HookResult<()> {
+    async fn can_configure(&self, cluster: &ClusterView) -> HookResult<()> {
         self.hook(
             "can_configure",
             &self.spec.hooks.can_configure,
@@ -145,7 +145,7 @@ impl Lifecycle for SpecLifecycle {
         .map(drop)
     }
 
-    async fn configure(&self, cluster: &Cluster) -> HookResult<ProcessCommand> {
+    async fn configure(&self, cluster: &ClusterView) -> HookResult<ProcessCommand> {
         self.render_all(cluster)?;
         let p = &self.spec.process;
         let program = match (&p.argv, &p.command) {
@@ -194,7 +194,7 @@ impl Lifecycle for SpecLifecycle {
         })
     }
 
-    async fn configured(&self, cluster: &Cluster) -> HookResult<()> {
+    async fn configured(&self, cluster: &ClusterView) -> HookResult<()> {
         self.hook(
             "configured",
             &self.spec.hooks.configured,
@@ -204,7 +204,7 @@ impl Lifecycle for SpecLifecycle {
         .map(drop)
     }
 
-    async fn reload(&self, cluster: &Cluster) -> HookResult<()> {
+    async fn reload(&self, cluster: &ClusterView) -> HookResult<()> {
         if self.render_all(cluster)? {
             self.hook("reload", &self.spec.hooks.reload, &Self::view_json(cluster))
                 .await?;
@@ -263,7 +263,7 @@ impl Lifecycle for SpecLifecycle {
             .map(drop)
     }
 
-    async fn probe(&self, cluster: &Cluster) -> HookResult<Option<String>> {
+    async fn probe(&self, cluster: &ClusterView) -> HookResult<Option<String>> {
         Ok(self
             .hook("probe", &self.spec.model.probe, &Self::view_json(cluster))
             .await?

@@ -25,7 +25,8 @@
 //! Exit codes: the agent's (0 after SIGTERM), 2 for bad settings.
 
 use ochopod::{
-    Cluster, Failure, HookResult, Lifecycle, ModelSettings, Pod, ProcessCommand, ProcessSettings,
+    ClusterView, Failure, HookResult, Lifecycle, ModelSettings, Pod, ProcessCommand,
+    ProcessSettings,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -53,7 +54,7 @@ struct Broker {
 impl Broker {
     /// Where the broker listens: its host port on the pod's ip without NAT (the local binding),
     /// its container port on every interface otherwise.
-    fn listen(&self, cluster: &Cluster) -> (String, u16) {
+    fn listen(&self, cluster: &ClusterView) -> (String, u16) {
         if cluster.pod.binding == "local" {
             (cluster.pod.ip.clone(), cluster.pod.host_port(self.port))
         } else {
@@ -62,7 +63,7 @@ impl Broker {
     }
 
     /// Writes `broker.properties` (atomically: readers never see half a file).
-    fn write(&self, cluster: &Cluster) -> HookResult<Current> {
+    fn write(&self, cluster: &ClusterView) -> HookResult<Current> {
         let (ip, port) = self.listen(cluster);
         let current = Current {
             id: cluster.seq,
@@ -93,7 +94,7 @@ impl Broker {
 }
 
 impl Lifecycle for Broker {
-    async fn configure(&self, cluster: &Cluster) -> HookResult<ProcessCommand> {
+    async fn configure(&self, cluster: &ClusterView) -> HookResult<ProcessCommand> {
         let current = self.write(cluster)?;
         let (ip, port) = self.listen(cluster);
         tracing::info!(id = current.id, peers = %current.peers, "configuring the broker");
@@ -113,7 +114,7 @@ impl Lifecycle for Broker {
     }
 
     /// The cluster changed while the broker runs: new peers, same id, no restart.
-    async fn reload(&self, cluster: &Cluster) -> HookResult<()> {
+    async fn reload(&self, cluster: &ClusterView) -> HookResult<()> {
         let current = self.write(cluster)?;
         tracing::info!(id = current.id, peers = %current.peers, "peers updated in place");
         Ok(())
