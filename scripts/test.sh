@@ -76,7 +76,7 @@ stage_deps() {
 }
 stage_fmt() { cargo fmt --all -- --check; }
 stage_clippy() { cargo clippy --workspace --all-targets -- -D warnings; }
-stage_doc() { RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps; }
+stage_doc() { mkdir -p target/doc/ochopod{,_core,_zk,_http,_supervisor,_bindings} && RUSTDOCFLAGS="-D warnings -D rustdoc::broken_intra_doc_links" cargo doc --workspace --no-deps; }
 stage_build() { cargo build -p ochopod-cli; }
 stage_test() { cargo test --no-fail-fast "${TEST_ARGS[@]}"; }
 stage_guard() { bash scripts/bench-guard.sh; }
