@@ -403,3 +403,30 @@ fn completions_for_bash() -> anyhow::Result<()> {
     assert_eq!(out.code(), Some(2), "{out:?}");
     Ok(())
 }
+
+/// `ochopod run` whose control port another process holds exits 4, with one line in the words
+/// of the spec and the flags (not the library's builder methods).
+#[test]
+fn a_taken_control_port_exits_4() -> anyhow::Result<()> {
+    // The control plane listens before ZooKeeper is contacted: no server is needed.
+    let mut spec = PodSpec::new(NS, "taken", "127.0.0.1:1")?;
+    spec.command("sleep 600");
+    let held = std::net::TcpListener::bind(("127.0.0.1", spec.control_port()))?;
+    let dir = tempfile::tempdir()?;
+    let path = spec.write_to(dir.path())?;
+    let out = ochopod_cli(&["run", "--spec", &path.display().to_string()], &[], CLI)?;
+    assert_eq!(out.code(), Some(4), "{out:?}");
+    let err = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("ochopod: "))
+        .unwrap_or_default();
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{}", spec.control_port()))
+            && err.contains("[pod] port")
+            && !err.contains("PodBuilder"),
+        "{out:?}"
+    );
+    drop(held);
+    Ok(())
+}
