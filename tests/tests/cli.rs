@@ -422,8 +422,10 @@ fn a_taken_control_port_exits_4() -> anyhow::Result<()> {
         .find(|l| l.starts_with("ochopod: "))
         .unwrap_or_default();
     assert!(
-        err.contains(&format!("cannot listen on 127.0.0.1:{}", spec.control_port()))
-            && err.contains("[pod] port")
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{}",
+            spec.control_port()
+        )) && err.contains("[pod] port")
             && !err.contains("PodBuilder"),
         "{out:?}"
     );
