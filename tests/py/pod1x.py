@@ -2,24 +2,31 @@
 """A small test pod of our own that behaves like an Ochopod 1.x pod (kazoo + http.server).
 
     pod1x.py --hosts H --namespace NS --cluster CL --port N --calls FILE [--lead] [--timeout S]
+             [--gap MS] [--lock-timeout S]
 
-What it does, the way 1.x does it (DESIGN sections 3, 4, 5 and 7):
-- registers `P/pods/<uuid>.` (ephemeral, sequential) with a 1.x-style registration JSON: the keys
-  cluster, namespace, fwk, ip, public, ports {"8080": N}, port "8080", node, application, task,
-  seq, zk, status, debug; no `protocol` key (absent means 1.x);
+What it does, the way 1.x (1.0.7) does it:
+- registers as 1.x's `ochopod/core/core.py` does: creates `P/pods/<uuid>.` (ephemeral,
+  sequential) EMPTY, then, `--gap` milliseconds later (default 0), sets its payload: a 1.x-style
+  registration JSON with the keys cluster, namespace, fwk, ip, public, ports {"8080": N},
+  port "8080", node, application, task, seq (the node's counter), zk, status, debug; no
+  `protocol` key (absent means 1.x);
 - competes for kazoo's `Lock(P/coordinator, <uuid>)` in a thread (contenders named
-  `<uuid4 hex>__lock__<seq>`, the recipe our Rust pods share);
+  `<uuid4 hex>__lock__<seq>`, the recipe our Rust pods share) the way 1.x does:
+  `lock.acquire(timeout=5)` in a loop, so while it waits its lock node is deleted and created
+  again (at the back of the queue) every `--lock-timeout` seconds (default 5);
 - serves on 127.0.0.1:N the 1.x control routes `POST /control/<task>/<timeout>` (check, on, off,
   ok, kill): the JSON body is parsed (400 when it is not JSON) and each call is appended to the
   JSON-lines file FILE as {"task", "timeout", "epoch" (the X-Ochopod-Epoch header or null),
   "body"}; the answer is 200 `{}` (410 after a `kill`, like a dead 1.x pod);
-- `GET|POST /info`: {"key", "seq", "cluster", "state" ("leader" while it holds the lock, else
-  "follower"), "process", "lock_node"};
+- `GET|POST /info`: 1.x's twelve keys (application, dependencies, ip, metrics, node, port,
+  ports, process, public, state ("leader" while it holds the lock, else "follower"), status,
+  task) plus "key", "seq", "cluster", "lock_node" and "lock_nodes" (how many lock nodes it
+  created so far);
 - `POST /release`: releases the lock and stops competing (the pod stays registered);
 - with `--lead`, while it holds the lock it acts as a minimal 1.x leader: whenever `pods/`
   changes it sends check, on, ok to every registered pod at `ip:ports[port]` (no epoch header,
-  body {"pods", "dependencies": {}} without `key`, like 1.x), then writes `snapshot` (ephemeral)
-  and `hash` (MD5 hex, like 1.x).
+  body {"pods", "dependencies": {}, "key": <the receiver's key>}, like 1.x), then writes
+  `snapshot` (ephemeral) and `hash` (MD5 hex, like 1.x).
 
 Prints one JSON line {"key", "seq", "node", "port"} on stdout once registered, then serves until
 SIGTERM/SIGINT (closes its session: its nodes vanish at once) or SIGKILL (they vanish when the
@@ -32,13 +39,14 @@ import logging
 import signal
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import CancelledError, KazooException, LockTimeout, NodeExistsError, NoNodeError
 
 CONTROL_PORT = "8080"
 TASKS = ("check", "on", "off", "ok", "kill")
@@ -58,6 +66,7 @@ class Pod:
         self.dirty = threading.Event()
         self.zk = KazooClient(hosts=args.hosts, timeout=args.timeout)
         self.lock = None
+        self.lock_nodes = 0
 
     # -- ZooKeeper -------------------------------------------------------------------------------
 
@@ -73,7 +82,7 @@ class Pod:
             "node": "pod1x",
             "application": "pod1x",
             "task": "pod1x-%d" % self.args.port,
-            "seq": None,
+            "seq": self.seq,
             "zk": self.args.hosts,
             "status": "",
             "debug": "true",
@@ -82,21 +91,34 @@ class Pod:
     def register(self):
         self.zk.start(timeout=self.args.timeout * 3)
         self.zk.ensure_path(self.prefix + "/pods")
+        # 1.x: `zk.create(path, ephemeral=True, sequence=True)` (an empty node), then
+        # `zk.set(path, json.dumps(breadcrumbs))` with `seq` taken from the node's name.
         self.node = self.zk.create(
-            "%s/pods/%s." % (self.prefix, self.key),
-            json.dumps(self.registration()).encode(),
-            ephemeral=True,
-            sequence=True,
+            "%s/pods/%s." % (self.prefix, self.key), b"", ephemeral=True, sequence=True
         )
         self.seq = int(self.node[-10:])
+        if self.args.gap > 0:
+            time.sleep(self.args.gap / 1000.0)
+        self.zk.set(self.node, json.dumps(self.registration()).encode())
 
     def contend(self):
+        # 1.x: `while 1: if lock.acquire(timeout=5.0): lead` (LockTimeout passes): a timed-out
+        # acquire deletes its lock node, the next one creates a new one at the back of the queue.
         self.lock = self.zk.Lock(self.prefix + "/coordinator", self.key)
-        try:
-            self.lock.acquire()
-        except KazooException as e:
-            logging.warning("lock: %s", e)
-            return
+        while True:
+            if self.released:
+                return
+            self.lock_nodes += 1
+            try:
+                if self.lock.acquire(timeout=self.args.lock_timeout):
+                    break
+            except LockTimeout:
+                continue
+            except CancelledError:
+                return
+            except KazooException as e:
+                logging.warning("lock: %s", e)
+                return
         if self.released:
             self.lock.release()
             return
@@ -149,12 +171,12 @@ class Pod:
             if reg.get("seq") is None:
                 reg["seq"] = int(suffix)
             pods[key] = reg
-        body = json.dumps({"pods": pods, "dependencies": {}}).encode()
         for task in ("check", "on", "ok"):
             for key in sorted(pods):
                 reg = pods[key]
                 port = reg["ports"].get(str(reg.get("port", CONTROL_PORT)))
                 url = "http://%s:%s/control/%s/60" % (reg["ip"], port, task)
+                body = json.dumps({"pods": pods, "dependencies": {}, "key": key}).encode()
                 req = urllib.request.Request(url, data=body, method="POST")
                 req.add_header("Content-Type", "application/json")
                 try:
@@ -185,13 +207,25 @@ class Pod:
                 f.write(json.dumps(entry) + "\n")
 
     def info(self):
+        reg = self.registration()
         return {
+            "application": reg["application"],
+            "dependencies": [],
+            "ip": reg["ip"],
+            "metrics": {},
+            "node": reg["node"],
+            "port": reg["port"],
+            "ports": reg["ports"],
+            "process": "dead" if self.dead else "running",
+            "public": reg["public"],
+            "state": "leader" if self.leading else "follower",
+            "status": "",
+            "task": reg["task"],
             "key": self.key,
             "seq": self.seq,
             "cluster": "%s.%s" % (self.args.namespace, self.args.cluster),
-            "state": "leader" if self.leading else "follower",
-            "process": "dead" if self.dead else "running",
             "lock_node": getattr(self.lock, "node", None),
+            "lock_nodes": self.lock_nodes,
         }
 
 
@@ -256,6 +290,10 @@ def main():
     p.add_argument("--calls", required=True, help="JSON-lines file recording control calls")
     p.add_argument("--timeout", type=float, default=3.0, help="session timeout, seconds")
     p.add_argument("--lead", action="store_true", help="configure the cluster while leading")
+    p.add_argument("--gap", type=float, default=0.0,
+                   help="milliseconds between creating the pod node (empty) and writing its payload")
+    p.add_argument("--lock-timeout", type=float, default=5.0,
+                   help="seconds of each lock.acquire(timeout=...) while waiting for the lock")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s pod1x %(levelname)s %(message)s")

@@ -59,8 +59,21 @@ pub struct Pod1x {
 impl Pod1x {
     /// Starts a 1.x pod of `namespace.cluster` on ZooKeeper `hosts` with a 3 s session; with
     /// `lead`, it configures the cluster (check, on, ok; snapshot; MD5 hash) while it holds the
-    /// lock. Returns once it is registered.
+    /// lock. It registers as 1.x does: its node created empty, its payload set right after.
+    /// Returns once it is registered.
     pub fn spawn(hosts: &str, namespace: &str, cluster: &str, lead: bool) -> Result<Pod1x> {
+        Self::spawn_with_gap(hosts, namespace, cluster, lead, Duration::ZERO)
+    }
+
+    /// [`Pod1x::spawn`], with `gap` between the creation of its (empty) pod node and the write
+    /// of its payload.
+    pub fn spawn_with_gap(
+        hosts: &str,
+        namespace: &str,
+        cluster: &str,
+        lead: bool,
+        gap: Duration,
+    ) -> Result<Pod1x> {
         ensure_python_deps()?;
         let dir = tempfile::Builder::new()
             .prefix("ochopod-pod1x-")
@@ -91,6 +104,7 @@ impl Pod1x {
         if lead {
             cmd.arg("--lead");
         }
+        cmd.arg("--gap").arg(gap.as_millis().to_string());
         let child = cmd
             .spawn()
             .map_err(|e| Error::io("starting python3 tests/py/pod1x.py", e))?;

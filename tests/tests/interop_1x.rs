@@ -393,3 +393,154 @@ fn rust_contenders_wait_behind_a_1x_leader() -> anyhow::Result<()> {
     assert_eq!(rest.leader_info().state, "leader");
     Ok(())
 }
+
+/// The `on` calls a 1.x pod received whose view holds every key of `keys`.
+fn configured_with(pod: &Pod1x, keys: &BTreeSet<String>) -> bool {
+    pod.calls()
+        .iter()
+        .any(|c| c.task == "on" && keys.is_subset(&c.pod_keys()))
+}
+
+/// 1.x pods join a Rust leader the way 1.x registers (its node created EMPTY, its payload set
+/// 0, 20 and 200 ms later) and re-queue their lock every 5 s as 1.x's `lock.acquire(timeout=5)`
+/// loop does: the leader configures every one of them, whenever it read their node; a node that
+/// stays malformed shows in the leader's `/info` as `unreadable`, and lock churn is no
+/// membership change.
+#[test]
+fn rust_leader_configures_1x_pods_whatever_their_registration_gap() -> anyhow::Result<()> {
+    let cluster = "gaps";
+    let zk = ZkServer::start()?;
+    let kz = Kazoo::new(&zk.connect_string())?;
+    let leader = rust_pod(&zk.connect_string(), cluster)?;
+    leader.wait_info(SETTLE, "the Rust pod to lead, configured", |i| {
+        i.state == "leader" && i.process == "running"
+    })?;
+    let garbage = "0badc0de-0000-4000-8000-000000000003.0000000999";
+    let pods_dir = format!("{}/pods", Kazoo::cluster_path(NS, cluster));
+    kz.create(&format!("{pods_dir}/{garbage}"), "{not json")?;
+
+    let pods: Vec<Pod1x> = [0, 20, 200]
+        .into_iter()
+        .map(|ms| {
+            Pod1x::spawn_with_gap(
+                &zk.connect_string(),
+                NS,
+                cluster,
+                false,
+                Duration::from_millis(ms),
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let leader_key = leader.info()?.key;
+    let keys: BTreeSet<String> = pods
+        .iter()
+        .map(|p| p.key().to_string())
+        .chain([leader_key.clone()])
+        .collect();
+    let expected: BTreeSet<String> = pods
+        .iter()
+        .map(|p| member_line(p.key(), p.port()))
+        .chain([member_line(&leader_key, leader.port())])
+        .collect();
+    wait_until(
+        SETTLE,
+        "every 1.x pod configured with the whole cluster",
+        || {
+            let missing: Vec<&str> = pods
+                .iter()
+                .filter(|p| !configured_with(p, &keys))
+                .map(Pod1x::key)
+                .collect();
+            // The round that configured them is over (calls are recorded while it runs).
+            let round_over = leader.info().is_ok_and(|i| {
+                i.state == "leader"
+                    && i.pending_ms.is_none()
+                    && i.last_round.is_some_and(|r| {
+                        r.outcome == "ok" && keys.iter().all(|k| r.answers.contains_key(k))
+                    })
+            });
+            if missing.is_empty() && members(&leader) == expected && round_over {
+                Ok(())
+            } else {
+                Err(format!(
+                    "not configured: {missing:?}; rendered {:?}; leader {}",
+                    members(&leader),
+                    leader.summary()
+                ))
+            }
+        },
+    )?;
+    // The malformed node is visible to operators, and only it.
+    let info = leader.info_json()?;
+    let unreadable = info["unreadable"].as_object().cloned().unwrap_or_default();
+    assert_eq!(
+        unreadable.keys().collect::<Vec<_>>(),
+        vec![garbage],
+        "{info:#}"
+    );
+    assert!(
+        unreadable[garbage]
+            .as_str()
+            .is_some_and(|w| w.contains("malformed")),
+        "{info:#}"
+    );
+
+    // Lock churn: each 1.x pod's lock node is deleted and created again every 5 s; the leader
+    // stays, and runs no round for it.
+    let before_info = leader.info()?;
+    let before = before_info.last_round.as_ref().map(|r| r.started_ms);
+    wait_until(SETTLE, "a 1.x pod to re-queue its lock", || {
+        let n = pods[0].info().map_err(|e| e.to_string())?["lock_nodes"]
+            .as_u64()
+            .unwrap_or(0);
+        (n >= 2).then_some(()).ok_or(format!("{n} lock nodes"))
+    })?;
+    let after = leader.info()?;
+    assert_eq!(after.state, "leader", "{after:?}");
+    assert_eq!(
+        after.last_round.as_ref().map(|r| r.started_ms),
+        before,
+        "no round for lock churn: before {before_info:#?} after {:#?}",
+        leader.info()?
+    );
+    Ok(())
+}
+
+/// A node left empty for seconds (a slow 1.x pod) is listed as `unreadable` on the leader, then
+/// configured as soon as its payload lands: never judged for good on one read.
+#[test]
+fn an_empty_registration_is_unreadable_until_its_payload_lands() -> anyhow::Result<()> {
+    let cluster = "slowjoin";
+    let zk = ZkServer::start()?;
+    let leader = rust_pod(&zk.connect_string(), cluster)?;
+    leader.wait_info(SETTLE, "the Rust pod to lead, configured", |i| {
+        i.state == "leader" && i.process == "running"
+    })?;
+    let hosts = zk.connect_string();
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let joining = s
+            .spawn(|| Pod1x::spawn_with_gap(&hosts, NS, "slowjoin", false, Duration::from_secs(4)));
+        let why = wait_until(SETTLE, "the empty node listed as unreadable", || {
+            let info = leader.info_json().map_err(|e| e.to_string())?;
+            info["unreadable"]
+                .as_object()
+                .and_then(|m| m.values().next())
+                .and_then(|w| w.as_str())
+                .map(str::to_string)
+                .ok_or(format!("{info}"))
+        })?;
+        assert!(why.contains("empty"), "{why}");
+        let pod = joining.join().expect("spawn thread")?;
+        let keys: BTreeSet<String> = [pod.key().to_string(), leader.info()?.key].into();
+        wait_until(SETTLE, "the late 1.x pod configured", || {
+            if configured_with(&pod, &keys) {
+                Ok(())
+            } else {
+                Err(leader.summary())
+            }
+        })?;
+        let info = leader.info_json()?;
+        assert!(info.get("unreadable").is_none(), "{info:#}");
+        Ok(())
+    })
+}

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
+use std::time::Instant;
 
 use ochopod_core::{DependencyPattern, Epoch, Pods, Registration};
 use tokio::sync::{mpsc, oneshot};
@@ -19,8 +20,9 @@ use zookeeper_client::{
     OwnedLockClient, StateWatcher, WatchedEvent,
 };
 
-use crate::layout::{self, cluster_path, hex32, lock_seq, LOCK_NAME, ROOT};
+use crate::layout::{self, cluster_path, hex32, lock_seq, Cached, LOCK_NAME, ROOT};
 use crate::settings::{Target, ZkSettings};
+use crate::unreadable::Unreadables;
 use crate::Error;
 
 /// Who the pod is.
@@ -96,6 +98,10 @@ pub enum ZkEvent {
     },
     /// Leader only: the whole membership, after any change of `P/pods`.
     Members(Pods),
+    /// Leader only: the pod nodes whose registration cannot be read (yet), by node name, with
+    /// why; sent whenever that set or a reason changes (empty once every node reads well).
+    /// Such a node is read again when its data changes, and retried with backoff while bad.
+    Unreadable(BTreeMap<String, String>),
     /// Leader only: a matching cluster's snapshot or pod count changed, a matching cluster
     /// appeared, or one disappeared (`snapshot: None, has_pods: false`).
     Dependency(DependencyUpdate),
@@ -263,7 +269,9 @@ struct Leader {
     lock_path: String,
     epoch: Epoch,
     tasks: HashMap<Tag, JoinHandle<()>>,
-    pods_cache: HashMap<String, Option<Registration>>,
+    pods_cache: HashMap<String, Cached>,
+    /// Pod nodes whose payload is not a registration (yet), with their retry schedule.
+    unreadable: Unreadables,
     members: Pods,
     deps: BTreeMap<String, DependencyUpdate>,
 }
@@ -496,6 +504,7 @@ impl Actor {
                 self.close(sess, "the runtime went away").await;
                 return Exit::Stopped;
             }
+            let next_retry = sess.leader().and_then(|l| l.unreadable.next_retry());
             tokio::select! {
                 st = sess.state.changed() => {
                     if let Some(exit) = self.on_state(&mut sess, st).await {
@@ -519,6 +528,9 @@ impl Actor {
                 }
                 step = role_step(&mut sess.role) => self.on_role(&mut sess, step).await,
                 Some((tag, event)) = wrx.recv() => self.on_watch(&mut sess, tag, event).await,
+                () = retry_at(next_retry) => {
+                    self.retry_unreadable(&mut sess).await;
+                }
             }
         }
     }
@@ -866,6 +878,7 @@ impl Actor {
             epoch: Epoch { czxid: 0, seq },
             tasks: HashMap::new(),
             pods_cache: HashMap::new(),
+            unreadable: Unreadables::default(),
             members: Pods::new(),
             deps: BTreeMap::new(),
         });
@@ -888,7 +901,16 @@ impl Actor {
             .ok_or_else(|| Error::Input(format!("{coordinator} vanished")))?;
         leader.epoch.czxid = stat.czxid;
         let pods_dir = format!("{}/pods", self.p);
-        let task = watch_persistent(&client, &pods_dir, Tag::Pods, sess.wtx.clone()).await?;
+        // Recursive: a pod node's data change is seen too (a 1.x pod writes its registration
+        // into its node after creating it empty).
+        let task = watch_persistent_mode(
+            &client,
+            &pods_dir,
+            AddWatchMode::PersistentRecursive,
+            Tag::Pods,
+            sess.wtx.clone(),
+        )
+        .await?;
         leader.tasks.insert(Tag::Pods, task);
         if !self.deps.is_empty() {
             let task = watch_persistent(&client, ROOT, Tag::Clusters, sess.wtx.clone()).await?;
@@ -896,6 +918,7 @@ impl Actor {
         }
         let nodes = layout::read_pods(&client, &pods_dir, &mut leader.pods_cache).await?;
         leader.members = layout::to_pods(nodes);
+        leader.unreadable.sync(Instant::now(), &leader.pods_cache);
         let committed_hash = layout::read_hash(&client, &self.p).await?;
         let snap_path = format!("{}/snapshot", self.p);
         let snapshot_exists = client
@@ -912,6 +935,7 @@ impl Actor {
             }
         }
         tracing::info!(epoch = %leader.epoch, pods = leader.members.len(), "elected leader");
+        let unreadable = leader.unreadable.report();
         self.emit(ZkEvent::Elected {
             epoch: leader.epoch,
             committed_hash,
@@ -920,7 +944,23 @@ impl Actor {
             dependencies: leader.deps.values().cloned().collect(),
         })
         .await;
+        if !unreadable.is_empty() {
+            self.emit(ZkEvent::Unreadable(unreadable)).await;
+        }
         Ok(leader)
+    }
+
+    /// Reads again the unreadable registrations whose retry is due.
+    async fn retry_unreadable(&mut self, sess: &mut Sess) {
+        let Role::Leading(leader) = &mut sess.role else {
+            return;
+        };
+        if leader
+            .unreadable
+            .due(Instant::now(), &mut leader.pods_cache)
+        {
+            self.refresh_members(sess).await;
+        }
     }
 
     fn matching(&self, clusters: &[String]) -> Vec<String> {
@@ -1004,7 +1044,22 @@ impl Actor {
                     self.check_lock(sess).await;
                 }
             }
-            Tag::Pods => self.refresh_members(sess).await,
+            Tag::Pods => {
+                // A data change of a node already read well changes nothing (registrations
+                // never change; a Rust pod's `seq` rewrite equals what readers derived): only
+                // membership changes and unreadable nodes' writes need a read.
+                if event.event_type == EventType::NodeDataChanged {
+                    let name = event.path.rsplit('/').next().unwrap_or_default();
+                    let Role::Leading(leader) = &mut sess.role else {
+                        return;
+                    };
+                    if !matches!(leader.pods_cache.get(name), Some(Cached::Bad(_))) {
+                        return;
+                    }
+                    leader.pods_cache.remove(name);
+                }
+                self.refresh_members(sess).await;
+            }
             Tag::Clusters => self.refresh_clusters(sess).await,
             Tag::DepPods(cluster) => self.refresh_dep(sess, &cluster, false, true).await,
             Tag::DepSnapshot(cluster) => self.refresh_dep(sess, &cluster, true, false).await,
@@ -1055,6 +1110,13 @@ impl Actor {
         let dir = format!("{}/pods", self.p);
         match layout::read_pods(&sess.client, &dir, &mut leader.pods_cache).await {
             Ok(nodes) => {
+                if leader.unreadable.sync(Instant::now(), &leader.pods_cache) {
+                    let report = leader.unreadable.report();
+                    self.emit(ZkEvent::Unreadable(report)).await;
+                }
+                let Role::Leading(leader) = &mut sess.role else {
+                    return;
+                };
                 let members = layout::to_pods(nodes);
                 if members != leader.members {
                     leader.members = members.clone();
@@ -1191,6 +1253,14 @@ async fn has_pods(client: &Client, d: &str) -> Result<bool, Error> {
     }
 }
 
+/// Sleeps until `at`, forever when `None`.
+async fn retry_at(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Sets a persistent watch on `path` (which may not exist yet) and forwards its node events.
 async fn watch_persistent(
     client: &Client,
@@ -1198,8 +1268,19 @@ async fn watch_persistent(
     tag: Tag,
     tx: WatchTx,
 ) -> Result<JoinHandle<()>, Error> {
+    watch_persistent_mode(client, path, AddWatchMode::Persistent, tag, tx).await
+}
+
+/// [`watch_persistent`] in `mode` (`PersistentRecursive` also reports its descendants' events).
+async fn watch_persistent_mode(
+    client: &Client,
+    path: &str,
+    mode: AddWatchMode,
+    tag: Tag,
+    tx: WatchTx,
+) -> Result<JoinHandle<()>, Error> {
     let mut watcher = client
-        .watch(path, AddWatchMode::Persistent)
+        .watch(path, mode)
         .await
         .map_err(Error::zk("watch", path))?;
     Ok(tokio::spawn(async move {
@@ -1279,6 +1360,7 @@ mod tests {
             epoch,
             tasks: HashMap::new(),
             pods_cache: HashMap::new(),
+            unreadable: Unreadables::default(),
             members: Pods::new(),
             deps: BTreeMap::new(),
         };

@@ -77,7 +77,13 @@ impl Directory {
     pub async fn pods(&self, cluster: &str) -> Result<Vec<PodEntry>, Error> {
         check_cluster(cluster)?;
         let dir = format!("{}/pods", cluster_path(cluster));
-        let nodes = layout::read_pods(&self.client, &dir, &mut HashMap::new()).await?;
+        let mut cache = HashMap::new();
+        let nodes = layout::read_pods(&self.client, &dir, &mut cache).await?;
+        for (name, entry) in &cache {
+            if let layout::Cached::Bad(why) = entry {
+                tracing::warn!(node = %format!("{dir}/{name}"), %why, "skipping an unreadable registration");
+            }
+        }
         Ok(nodes
             .into_iter()
             .map(|n| PodEntry {

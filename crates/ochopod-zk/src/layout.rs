@@ -63,15 +63,26 @@ pub(crate) fn hex32(key: &str) -> String {
     key.chars().filter(|c| *c != '-').collect()
 }
 
-/// Parses a registration read at `path`, logging and skipping it when it is not one.
-pub(crate) fn parse_registration(path: &str, data: &[u8]) -> Option<Registration> {
-    match Registration::from_slice(data) {
-        Ok(reg) => Some(reg),
-        Err(e) => {
-            tracing::warn!(%path, error = %e, "skipping a foreign or malformed registration");
-            None
-        }
+/// Why a pod node's payload is not a registration; an empty payload says so plainly (Ochopod
+/// 1.x creates its node empty and writes its registration just after).
+pub(crate) fn parse_registration(data: &[u8]) -> Result<Registration, String> {
+    if data.iter().all(u8::is_ascii_whitespace) {
+        return Err(
+            "registration is empty (a 1.x pod writes it just after creating its node)".to_string(),
+        );
     }
+    Registration::from_slice(data).map_err(|e| format!("malformed registration: {e}"))
+}
+
+/// What is known of one node under `P/pods`, by node name.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Cached {
+    /// A registration (never changes once written).
+    Good(Registration),
+    /// Not a pod node (`<uuid>.<seq>`): skipped for good.
+    Foreign,
+    /// A pod node whose payload is not a registration (yet): read again when it changes.
+    Bad(String),
 }
 
 /// Parses a snapshot (`{key: registration}`); bad entries are logged and skipped, a payload
@@ -112,12 +123,14 @@ pub(crate) struct PodNode {
 /// (a registration never changes once written, except that a first registration gets its `seq`
 /// written in just after, equal to the node's counter that stands in for it until then), so a
 /// join costs one read and a leave none.
-/// Nodes with a foreign name or payload are logged once and skipped. When two nodes carry the
-/// same key (a pod that re-registered before its old session ended), the newest wins.
+/// Nodes with a foreign name are logged once and skipped. A pod node whose payload is not a
+/// registration is cached as [`Cached::Bad`] and skipped: the caller decides when to read it
+/// again (by removing it from `cache`). When two nodes carry the same key (a pod that
+/// re-registered before its old session ended), the newest wins.
 pub(crate) async fn read_pods(
     client: &Client,
     dir: &str,
-    cache: &mut HashMap<String, Option<Registration>>,
+    cache: &mut HashMap<String, Cached>,
 ) -> Result<Vec<PodNode>, Error> {
     let children = match client.list_children(dir).await {
         Ok(children) => children,
@@ -144,19 +157,23 @@ pub(crate) async fn read_pods(
             let path = format!("{dir}/{name}");
             // An error means the node is gone since the listing: the next child event tells.
             if let MultiReadResult::Data { data, .. } = result {
-                let reg = if parse_pod_node(name).is_none() {
+                let entry = if parse_pod_node(name).is_none() {
                     tracing::warn!(%path, "skipping a foreign node under pods/ (expected `<uuid>.<seq>`)");
-                    None
+                    Cached::Foreign
                 } else {
-                    parse_registration(&path, &data)
+                    match parse_registration(&data) {
+                        Ok(reg) => Cached::Good(reg),
+                        Err(why) => Cached::Bad(why),
+                    }
                 };
-                cache.insert((*name).clone(), reg);
+                cache.insert((*name).clone(), entry);
             }
         }
     }
     let mut by_key: BTreeMap<String, PodNode> = BTreeMap::new();
     for name in &children {
-        let (Some(Some(reg)), Some((key, counter))) = (cache.get(name), parse_pod_node(name))
+        let (Some(Cached::Good(reg)), Some((key, counter))) =
+            (cache.get(name), parse_pod_node(name))
         else {
             continue;
         };

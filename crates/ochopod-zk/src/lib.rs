@@ -33,6 +33,7 @@ mod coordinator;
 mod directory;
 mod layout;
 mod settings;
+mod unreadable;
 
 #[cfg(test)]
 extern crate self as ochopod_zk;

@@ -535,6 +535,7 @@ impl<L: Lifecycle> Driver<L> {
             } => {
                 info!(%epoch, members = members.len(), "elected leader");
                 self.end_term();
+                self.unreadable.clear();
                 let mut leader = Leader::new(
                     self.settings.model.clone(),
                     &self.settings.registration.full_cluster(),
@@ -553,8 +554,10 @@ impl<L: Lifecycle> Driver<L> {
                 if self.end_term() {
                     warn!(%reason, "no longer leader");
                 }
+                self.unreadable.clear();
                 self.shared.metrics.leader.set(0);
             }
+            ZkEvent::Unreadable(nodes) => self.unreadable = nodes,
             ZkEvent::Members(pods) => {
                 if let Some((l, _)) = &mut self.leader {
                     l.handle_members(now, pods);
