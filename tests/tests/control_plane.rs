@@ -265,7 +265,7 @@ fn every_route_and_code_on_a_live_agent() -> anyhow::Result<()> {
     raw(port, "POST", "/exec", &[], b"", Some(5 << 20)).assert_error(413, "larger");
     raw(port, "POST", "/control/check", &[], b"{not json", None).assert_error(400, "malformed");
     raw(port, "POST", "/control/bogus", &[], b"", None).assert_error(400, "bogus");
-    raw(port, "POST", "/control/on", &[], b"", None).assert_error(400, "bad control body");
+    raw(port, "POST", "/control/on", &[], b"[1]", None).assert_error(400, "bad control body");
     raw(port, "POST", "/control/on", &[], br#"{"pods": 3}"#, None)
         .assert_error(400, "bad control body");
     raw(port, "POST", "/control/on/soon", &[], b"", None).assert_error(400, "bad timeout");
@@ -794,5 +794,62 @@ fn signal_without_a_hook_answers_200_empty_as_1x() -> anyhow::Result<()> {
         ("running", before.pid),
         "a signal changes nothing"
     );
+    Ok(())
+}
+
+/// An empty `on` is an operator's, as in 1.x: on a pod never configured it answers 406 with why
+/// and the pod stays alive (its leader configures it later); on a running pod it does nothing;
+/// on a stopped pod it starts the last command again with its last overrides, rendering
+/// nothing.
+#[test]
+fn an_empty_on_is_an_operators_as_in_1x() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let mut spec = base_spec(&zk, "emptyon")?;
+    let mut env = toml::Table::new();
+    env.insert("RENDERED".into(), "{{ cluster.size }}".into());
+    spec.command("echo \"$RENDERED\" >> starts.log; exec sleep 600")
+        .set("process", "env", toml::Value::Table(env))
+        .template("view.txt.j2", "size={{ cluster.size }}\n", "view.txt")
+        .hook("can_configure", "test -e allow");
+    let agent = Agent::spawn(&spec)?;
+    // The leader's check fails until `allow` exists: never configured.
+    agent.wait_info(WAIT, "leading, its round failing", |i| {
+        i.state.starts_with("leader") && i.round_failure.is_some()
+    })?;
+    let r = agent.control("on", Some(10), None)?;
+    assert_eq!(r.status, 406, "{r:?}");
+    assert!(
+        r.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("never configured")),
+        "{r:?}"
+    );
+    assert_eq!(agent.info()?.process, "stopped", "kept alive, not dead");
+    std::fs::write(agent.dir().join("allow"), "")?;
+    let first = running(&agent)?;
+    wait_for_line(&agent.dir().join("starts.log"), "1")?;
+
+    // Running: 200 {}, nothing happens.
+    let r = agent.control("on", Some(10), None)?;
+    assert_eq!((r.status, &r.body), (200, &json!({})), "{r:?}");
+    assert_eq!(agent.info()?.pid, first.pid);
+
+    // Stopped: the same command and overrides start again; nothing is rendered.
+    assert_eq!(agent.control("off", Some(10), None)?.status, 200);
+    std::fs::remove_file(agent.dir().join("view.txt"))?;
+    let r = agent.control("on", Some(10), None)?;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body["pid"].is_u64(), "{r:?}");
+    let again = running(&agent)?;
+    assert_ne!(again.pid, first.pid);
+    let starts = agent.dir().join("starts.log");
+    wait_until(WAIT, "the second start's line", || {
+        match lines_of(&starts) {
+            l if l.len() >= 2 => Ok(l),
+            l => Err(format!("{l:?}")),
+        }
+    })
+    .map(|l| assert_eq!(l, vec!["1", "1"], "the same overrides"))?;
+    assert!(!agent.dir().join("view.txt").exists(), "nothing rendered");
     Ok(())
 }

@@ -544,3 +544,61 @@ fn an_empty_registration_is_unreadable_until_its_payload_lands() -> anyhow::Resu
         Ok(())
     })
 }
+
+/// A 1.x leader (no epoch header) configures a Rust pod with `start = false`: its view-carrying
+/// `on` only configures; an operator's empty `on` starts the process, without re-rendering.
+#[test]
+fn start_false_holds_a_1x_leaders_on_and_an_empty_on_starts() -> anyhow::Result<()> {
+    let cluster = "startfalse";
+    let zk = ZkServer::start()?;
+    let pod1x = Pod1x::spawn(&zk.connect_string(), NS, cluster, true)?;
+    wait_until(SETTLE, "the 1.x pod to lead", || {
+        pod1x
+            .is_leading()
+            .map_err(|e| e.to_string())?
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    })?;
+    let mut spec = PodSpec::new(NS, cluster, &zk.connect_string())?;
+    spec.command("sleep 3600")
+        .set("pod", "start", false)
+        .set("process", "grace", 2.0)
+        .template("members.txt.j2", MEMBERS, "members.txt");
+    let rust = Agent::spawn(&spec)?;
+    let key = rust
+        .wait_info(SETTLE, "registered", |i| i.seq.is_some())?
+        .key;
+    let both: BTreeSet<String> = [key.clone(), pod1x.key().to_string()].into();
+    // The 1.x leader's round reached the Rust pod: rendered, not started.
+    wait_until(SETTLE, "the Rust pod configured by the 1.x leader", || {
+        let m = members(&rust);
+        if m.len() == 2 && configured_with(&pod1x, &both) {
+            Ok(())
+        } else {
+            Err(format!("{m:?}; {}", rust.summary()))
+        }
+    })?;
+    let held = rust.info()?;
+    assert_eq!(
+        (held.process.as_str(), held.pid),
+        ("stopped", None),
+        "{held:?}"
+    );
+
+    // An operator's empty `on`: started, from the last rendering (not rendered again).
+    std::fs::remove_file(rust.dir().join("members.txt"))?;
+    let r = rust.control("on", Some(30), None)?;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body["pid"].is_u64(), "{r:?}");
+    let started = rust.info()?;
+    assert_eq!(started.process, "running");
+    assert!(
+        !rust.dir().join("members.txt").exists(),
+        "an empty on does not render"
+    );
+    // Running: an empty `on` does nothing.
+    let r = rust.control("on", Some(30), Some(&serde_json::json!({})))?;
+    assert_eq!((r.status, &r.body), (200, &serde_json::json!({})), "{r:?}");
+    assert_eq!(rust.info()?.pid, started.pid);
+    Ok(())
+}

@@ -71,7 +71,8 @@ enum Command {
         #[command(flatten)]
         zk: ZkArgs,
     },
-    /// Configure and start a pod's process with the cluster's last configuration.
+    /// Start a pod's process again with its last configuration (an empty `on`: nothing is
+    /// re-rendered; a running pod is left alone; a pod never configured answers 406).
     On {
         /// A key prefix, or `cluster#index`.
         pod: String,

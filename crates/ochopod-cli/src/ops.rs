@@ -403,17 +403,9 @@ pub(crate) async fn control(ctx: &Ctx, pod: &str, task: &str) -> Result<u8, Fail
     let found = resolve(&dir, pod).await?;
     let addr = found.addr()?;
     let task: Task = task.parse().map_err(Fail::usage)?;
-    let body = if task == Task::On {
-        let info = ctx
-            .client()
-            .info(&addr, TIMEOUT)
-            .await
-            .unwrap_or(Value::Null);
-        let view = cluster_view(&dir, &found, &info).await?;
-        bytes::Bytes::from(serde_json::to_vec(&view).unwrap_or_default())
-    } else {
-        bytes::Bytes::new()
-    };
+    // Every operator task goes with an empty body: an empty `on` is an operator's (as in 1.x),
+    // which starts the pod's last configuration again and never re-renders.
+    let body = bytes::Bytes::new();
     let reply = ctx
         .client()
         .control(&addr, task, 120, None, body, Duration::from_secs(150))

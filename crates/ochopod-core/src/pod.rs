@@ -164,6 +164,15 @@ enum Op {
     Finish,
 }
 
+/// True for the body of an operator's `on`: empty, `null` or `{}`.
+fn is_empty_body(body: &Value) -> bool {
+    match body {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        _ => false,
+    }
+}
+
 /// The pod's lifecycle machine. See the module docs for the call order.
 #[derive(Debug)]
 pub struct PodMachine {
@@ -175,6 +184,8 @@ pub struct PodMachine {
     actions: VecDeque<PodAction>,
     initialized: bool,
     configured: bool,
+    /// A configuration succeeded once: the runtime holds a command to start again.
+    has_command: bool,
     ever_started: bool,
     pid: Option<u32>,
     epoch: Option<Epoch>,
@@ -204,6 +215,7 @@ impl PodMachine {
             actions: VecDeque::new(),
             initialized: false,
             configured: false,
+            has_command: false,
             ever_started: false,
             pid: None,
             epoch: None,
@@ -506,6 +518,9 @@ impl PodMachine {
         if let Some(e) = req.epoch {
             self.epoch = Some(self.epoch.map_or(e, |k| k.max(e)));
         }
+        if req.task == Task::On && is_empty_body(&req.body) {
+            return self.operator_on(req);
+        }
         let view = match req.task {
             Task::Check | Task::On | Task::Ok => {
                 let body: ControlBody = match serde_json::from_value(req.body.clone()) {
@@ -550,6 +565,27 @@ impl PodMachine {
             }
             Task::Off | Task::Kill => self.stop_then(now, req, None),
         }
+    }
+
+    /// An `on` without a view is an operator's (as in 1.x): it never re-renders. Running:
+    /// nothing to do. Stopped after a configuration: the last command starts again with its
+    /// last overrides. Never configured: 406, and the pod stays alive.
+    fn operator_on(&mut self, req: ControlRequest) {
+        if self.process == Process::Running {
+            return self.reply(req.id, 200, json!({}));
+        }
+        if !self.has_command {
+            let msg = "this pod was never configured, so there is nothing to start: its leader                        configures it (an `on` carrying the cluster view)"
+                .to_string();
+            return self.error(req.id, 406, msg);
+        }
+        self.exited_since_check = false;
+        self.op = Op::Task {
+            req,
+            step: Step::Spawn,
+            view: None,
+        };
+        self.actions.push_back(PodAction::Spawn);
     }
 
     fn run_hook(
@@ -706,9 +742,12 @@ impl PodMachine {
                 Ok(()) => {
                     let v = view.clone().expect("on always has a view");
                     self.last_deps = Some(v.dependencies.clone());
-                    // With `start = false` the leader's rounds only configure; an operator's
-                    // `on` (no leader epoch) starts the process, and it runs from then on.
-                    if self.settings.start || self.ever_started || req.epoch.is_none() {
+                    self.has_command = true;
+                    // With `start = false` an `on` carrying a view (the leader's) only
+                    // configures until the process has run once; an operator's empty `on`
+                    // starts it. Leader and operator are told apart by the body, as in 1.x
+                    // (whose leaders send no epoch).
+                    if self.settings.start || self.ever_started {
                         self.op = Op::Task {
                             req,
                             step: Step::Spawn,

@@ -238,9 +238,10 @@ fn start_false_configures_on_leader_rounds_and_an_operator_on_starts() {
         start: false,
         ..process()
     });
-    let leader = Some(Epoch { czxid: 1, seq: 1 });
-    for _ in 0..2 {
-        let id = s.request(Task::On, body(&pods(&["pod-a"]), &no_deps()), leader, None);
+    // A Rust leader (epoch header) and a 1.x leader (none): both send the view, both are held.
+    let rust_leader = Some(Epoch { czxid: 1, seq: 1 });
+    for epoch in [rust_leader, None] {
+        let id = s.request(Task::On, body(&pods(&["pod-a"]), &no_deps()), epoch, None);
         s.settle();
         assert_eq!(s.code(id), 200);
     }
@@ -248,12 +249,69 @@ fn start_false_configures_on_leader_rounds_and_an_operator_on_starts() {
     assert_eq!(s.m.process(), Process::Stopped);
     assert_eq!(s.m.pid(), None);
     assert!(!s.m.ready());
-    // An operator's `on` (no leader epoch) starts it; from then on it runs.
+    // An operator's `on` (an empty body) starts the last configuration, without re-rendering.
+    s.clear();
+    let id = s.control(Task::On, json!(null));
+    s.settle();
+    assert_eq!(s.code(id), 200);
+    assert_eq!(s.names(), vec!["Spawn"]);
+    assert_eq!(s.m.process(), Process::Running);
+    assert!(s.m.pid().is_some());
+    // From then on the leader's `on` starts it too.
+    let id = s.control(Task::Off, json!(null));
+    s.settle();
+    assert_eq!(s.code(id), 200);
+    assert_eq!(s.m.process(), Process::Stopped);
+    s.clear();
     let id = s.on(&[], &no_deps());
     s.settle();
     assert_eq!(s.code(id), 200);
+    assert_eq!(s.names(), vec!["Configure", "Spawn"]);
     assert_eq!(s.m.process(), Process::Running);
-    assert!(s.m.pid().is_some());
+}
+
+#[test]
+fn an_empty_on_is_an_operators_and_never_re_renders() {
+    for empty in [json!(null), json!({})] {
+        let mut s = PodSim::new(process());
+        // Never configured: 406 with why; the pod stays alive and a leader can configure it.
+        let id = s.control(Task::On, empty.clone());
+        s.settle();
+        assert_eq!(s.code(id), 406, "{empty}");
+        let (_, why) = s.reply_to(id).unwrap();
+        assert!(
+            why["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("never configured"),
+            "{why}"
+        );
+        assert_eq!(s.names(), Vec::<String>::new(), "nothing ran");
+        assert_eq!(s.m.process(), Process::Stopped, "not dead");
+        let id = s.on(&[], &no_deps());
+        s.settle();
+        assert_eq!(s.code(id), 200);
+        let pid = s.m.pid().expect("running");
+        // Running: 200, nothing happens.
+        s.clear();
+        let id = s.control(Task::On, empty.clone());
+        s.settle();
+        assert_eq!(s.reply_to(id), Some((200, json!({}))), "{empty}");
+        assert_eq!(s.names(), Vec::<String>::new(), "nothing ran");
+        assert_eq!(s.m.pid(), Some(pid));
+        // Stopped after a configuration: the last command starts again, nothing re-rendered.
+        let id = s.control(Task::Off, json!(null));
+        s.settle();
+        assert_eq!(s.code(id), 200);
+        s.clear();
+        let id = s.control(Task::On, empty.clone());
+        s.settle();
+        assert_eq!(s.code(id), 200);
+        assert_eq!(s.names(), vec!["Spawn"], "{empty}");
+        assert_eq!(s.m.process(), Process::Running);
+        assert_ne!(s.m.pid(), Some(pid));
+        assert!(s.m.ready());
+    }
 }
 
 #[test]
