@@ -78,7 +78,7 @@ pub(crate) fn parse_registration(data: &[u8]) -> Result<Registration, String> {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Cached {
     /// A registration (never changes once written).
-    Good(Registration),
+    Good(Box<Registration>),
     /// Not a pod node (`<uuid>.<seq>`): skipped for good.
     Foreign,
     /// A pod node whose payload is not a registration (yet): read again when it changes.
@@ -162,7 +162,7 @@ pub(crate) async fn read_pods(
                     Cached::Foreign
                 } else {
                     match parse_registration(&data) {
-                        Ok(reg) => Cached::Good(reg),
+                        Ok(reg) => Cached::Good(Box::new(reg)),
                         Err(why) => Cached::Bad(why),
                     }
                 };
@@ -177,7 +177,7 @@ pub(crate) async fn read_pods(
         else {
             continue;
         };
-        let mut registration = reg.clone();
+        let mut registration = Registration::clone(reg);
         let seq = registration.seq.unwrap_or(counter);
         registration.seq = Some(seq);
         let entry = PodNode {

@@ -129,10 +129,10 @@ mod tests {
     }
 
     fn good() -> Cached {
-        Cached::Good(Registration {
+        Cached::Good(Box::new(Registration {
             ip: "127.0.0.1".into(),
             ..Default::default()
-        })
+        }))
     }
 
     #[test]
