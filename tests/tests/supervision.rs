@@ -477,6 +477,11 @@ fn sanity_metrics_show_in_info_and_failures_trip_the_breaker() -> anyhow::Result
         "{off:?}"
     );
     assert_eq!(off.pid, None);
+    assert_eq!(
+        off.metrics,
+        serde_json::json!({}),
+        "as in 1.x, no metrics while the process is down"
+    );
     wait_until(
         Duration::from_secs(10),
         "the process to be gone",

@@ -855,9 +855,10 @@ impl<L: Lifecycle> Driver<L> {
             ),
             None => ("follower".to_string(), String::new(), None, None),
         };
+        // As in 1.x: the last sanity check's metrics while the process runs, `{}` otherwise.
         let metrics = match self.pod.metrics() {
-            Value::Null => Value::Object(Default::default()),
-            m => m.clone(),
+            m @ Value::Object(_) if self.pod.pid().is_some() => m.clone(),
+            _ => Value::Object(Default::default()),
         };
         let info = Info {
             application: registration.application.clone(),
