@@ -1,4 +1,6 @@
-//! The leader's reconfiguration machine (DESIGN section 5), sans IO.
+//! The leader's reconfiguration machine, sans IO: when the cluster or a dependency changes it
+//! waits out the damper, then runs a round (`check` every pod, `on` every pod, commit the
+//! snapshot and hash, `ok`), and retries a failed round with backoff.
 //!
 //! # Call order
 //!
@@ -68,7 +70,7 @@ pub enum LeaderAction {
 
 /// A pod's answer to a control request, as the runtime saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
+pub enum Answer {
     /// An HTTP status code (and the error text of the body, if any).
     Status(u16, String),
     /// No answer: connection refused, timeout, ...
@@ -250,7 +252,7 @@ impl Leader {
     }
 
     /// A pod answered (or failed to answer) a control request of round `round`.
-    pub fn handle_reply(&mut self, now: Instant, round: u64, key: &str, reply: Reply) {
+    pub fn handle_reply(&mut self, now: Instant, round: u64, key: &str, reply: Answer) {
         let Phase::Round(r) = &mut self.phase else {
             return;
         };
@@ -259,14 +261,14 @@ impl Leader {
         }
         let task = r.task;
         let text = match &reply {
-            Reply::Status(code, msg) if msg.is_empty() => format!("{task} {code}"),
-            Reply::Status(code, msg) => format!("{task} {code}: {msg}"),
-            Reply::Failed(msg) => format!("{task} failed: {msg}"),
+            Answer::Status(code, msg) if msg.is_empty() => format!("{task} {code}"),
+            Answer::Status(code, msg) => format!("{task} {code}: {msg}"),
+            Answer::Failed(msg) => format!("{task} failed: {msg}"),
         };
         r.answers.insert(key.to_string(), text.clone());
         match reply {
-            Reply::Status(200, _) => {}
-            Reply::Status(410, _) => {
+            Answer::Status(200, _) => {}
+            Answer::Status(410, _) => {
                 // The pod is dead: drop it and remember it while leading.
                 self.dead.insert(key.to_string());
                 r.members.remove(key);
@@ -707,8 +709,8 @@ mod tests {
             Some(LeaderAction::Control { round, .. }) => round,
             other => panic!("expected check, got {other:?}"),
         };
-        l.handle_reply(t1, round, "a", Reply::Status(200, String::new()));
-        l.handle_reply(t1, round, "a", Reply::Status(200, String::new()));
+        l.handle_reply(t1, round, "a", Answer::Status(200, String::new()));
+        l.handle_reply(t1, round, "a", Answer::Status(200, String::new()));
         l.handle_commit(t1, round, Ok(()));
         assert_eq!(l.dirty_since(), None, "clean after the commit");
     }
@@ -739,16 +741,16 @@ mod tests {
         assert_eq!((r2, task), (2, Task::Check));
         while l.poll_action().is_some() {}
         // The old term's answers (its `on` of round 1, say) arrive now: ignored.
-        l.handle_reply(t0, r1, "a", Reply::Status(200, String::new()));
-        l.handle_reply(t0, r1, "b", Reply::Status(200, String::new()));
+        l.handle_reply(t0, r1, "a", Answer::Status(200, String::new()));
+        l.handle_reply(t0, r1, "b", Answer::Status(200, String::new()));
         l.handle_commit(t0, r1, Ok(()));
         assert!(
             l.poll_action().is_none(),
             "no step may advance on another round's replies"
         );
         // The new round's own replies move it to `on`.
-        l.handle_reply(t0, r2, "a", Reply::Status(200, String::new()));
-        l.handle_reply(t0, r2, "b", Reply::Status(200, String::new()));
+        l.handle_reply(t0, r2, "a", Answer::Status(200, String::new()));
+        l.handle_reply(t0, r2, "b", Answer::Status(200, String::new()));
         let (r, task, _) = first_control(&mut l);
         assert_eq!((r, task), (r2, Task::On));
     }

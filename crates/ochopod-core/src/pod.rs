@@ -1,4 +1,6 @@
-//! The pod's lifecycle machine (DESIGN section 6), sans IO.
+//! The pod's lifecycle machine, sans IO: what a pod does with each control request (`check`,
+//! `on`, `off`, `ok`, `kill`, `signal`) and with its process (start, reload or restart, sanity
+//! checks, crash backoff, circuit breaker).
 //!
 //! It decides what the pod does with each control request and when its timers fire (restart
 //! backoff, sanity-check schedule, tear-down grace, circuit breaker); the runtime carries out the
@@ -47,7 +49,7 @@ impl Process {
     }
 }
 
-/// The user hooks of DESIGN section 6.
+/// The user hooks (a [`PodAction::Hook`] names one; the runtime runs it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     /// Once, before the first configuration.
@@ -121,7 +123,7 @@ pub enum StepResult {
 
 /// A control request as the pod machine sees it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ControlRequest {
+pub struct PodRequest {
     /// Runtime-chosen id, echoed in the [`PodAction::Reply`].
     pub id: u64,
     /// The task.
@@ -150,7 +152,7 @@ enum Op {
     Idle,
     /// A control request under way.
     Task {
-        req: ControlRequest,
+        req: PodRequest,
         step: Step,
         view: Option<Arc<ClusterView>>,
     },
@@ -180,7 +182,7 @@ pub struct PodMachine {
     key: String,
     process: Process,
     op: Op,
-    queue: VecDeque<ControlRequest>,
+    queue: VecDeque<PodRequest>,
     actions: VecDeque<PodAction>,
     initialized: bool,
     configured: bool,
@@ -286,7 +288,7 @@ impl PodMachine {
     }
 
     /// A control request arrived. It runs when the requests before it are done.
-    pub fn handle_control(&mut self, now: Instant, req: ControlRequest) {
+    pub fn handle_control(&mut self, now: Instant, req: PodRequest) {
         self.queue.push_back(req);
         self.pump(now);
     }
@@ -356,7 +358,7 @@ impl PodMachine {
                         // Finish once the step under way is done.
                         self.restart_at = None;
                         self.process = Process::Stopped;
-                        self.queue.push_front(ControlRequest {
+                        self.queue.push_front(PodRequest {
                             id: u64::MAX,
                             task: Task::Kill,
                             epoch: None,
@@ -500,7 +502,7 @@ impl PodMachine {
         self.reply(id, code, json!({ "error": msg }));
     }
 
-    fn start_task(&mut self, now: Instant, req: ControlRequest) {
+    fn start_task(&mut self, now: Instant, req: PodRequest) {
         if req.deadline.is_some_and(|d| now >= d) {
             // Timed out (408) before it started: dropped, never run late.
             let msg = format!("{} timed out before it started; dropped", req.task);
@@ -570,7 +572,7 @@ impl PodMachine {
     /// An `on` without a view is an operator's (as in 1.x): it never re-renders. Running:
     /// nothing to do. Stopped after a configuration: the last command starts again with its
     /// last overrides. Never configured: 406, and the pod stays alive.
-    fn operator_on(&mut self, req: ControlRequest) {
+    fn operator_on(&mut self, req: PodRequest) {
         if self.process == Process::Running {
             return self.reply(req.id, 200, json!({}));
         }
@@ -590,7 +592,7 @@ impl PodMachine {
 
     fn run_hook(
         &mut self,
-        req: ControlRequest,
+        req: PodRequest,
         hook: Hook,
         view: Option<Arc<ClusterView>>,
         input: Value,
@@ -604,12 +606,7 @@ impl PodMachine {
             .push_back(PodAction::Hook { hook, view, input });
     }
 
-    fn on_initialized(
-        &mut self,
-        now: Instant,
-        req: ControlRequest,
-        view: Option<Arc<ClusterView>>,
-    ) {
+    fn on_initialized(&mut self, now: Instant, req: PodRequest, view: Option<Arc<ClusterView>>) {
         let Some(v) = view.clone() else {
             return self.error(req.id, 400, "on needs a cluster view".to_string());
         };
@@ -638,7 +635,7 @@ impl PodMachine {
     }
 
     /// Tears the process down if it is alive, then continues the request.
-    fn stop_then(&mut self, now: Instant, req: ControlRequest, view: Option<Arc<ClusterView>>) {
+    fn stop_then(&mut self, now: Instant, req: PodRequest, view: Option<Arc<ClusterView>>) {
         self.restart_at = None;
         self.next_check = None;
         if self.pid.is_some() {
@@ -661,7 +658,7 @@ impl PodMachine {
     fn continue_after_stop(
         &mut self,
         _now: Instant,
-        req: ControlRequest,
+        req: PodRequest,
         view: Option<Arc<ClusterView>>,
     ) {
         self.exited_since_check = false;
@@ -697,7 +694,7 @@ impl PodMachine {
     fn task_step_done(
         &mut self,
         now: Instant,
-        req: ControlRequest,
+        req: PodRequest,
         step: Step,
         view: Option<Arc<ClusterView>>,
         result: StepResult,

@@ -2,15 +2,15 @@
 
 mod sim;
 
-use ochopod_core::leader::{LeaderAction, Reply};
+use ochopod_core::leader::{Answer, LeaderAction};
 use ochopod_core::settings::ModelSettings;
 use ochopod_core::wire::{Dependencies, Pods, Task};
 use sim::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-fn ok() -> Reply {
-    Reply::Status(200, String::new())
+fn ok() -> Answer {
+    Answer::Status(200, String::new())
 }
 
 fn keys(p: &Pods) -> Vec<&str> {
@@ -181,8 +181,8 @@ fn a_pod_answering_410_at_check_is_dropped_from_on_the_commit_and_later_hashes()
             ..ModelSettings::default()
         });
         s.reply = Box::new(|_, task, key| match (task, key) {
-            (Task::Check, "pod-b") => Reply::Status(410, "dead".into()),
-            _ => Reply::Status(200, String::new()),
+            (Task::Check, "pod-b") => Answer::Status(410, "dead".into()),
+            _ => Answer::Status(200, String::new()),
         });
         s.elected(None, pods(&["pod-a", "pod-b", "pod-c"]));
         s.run_until(1.0);
@@ -236,8 +236,8 @@ fn a_pod_answering_410_at_check_is_dropped_from_on_the_commit_and_later_hashes()
 fn a_pod_answering_410_during_on_aborts_and_the_retry_leaves_it_out() {
     let mut s = LeaderSim::new(model(0.0));
     s.reply = Box::new(|_, task, key| match (task, key) {
-        (Task::On, "pod-b") => Reply::Status(410, "dead".into()),
-        _ => Reply::Status(200, String::new()),
+        (Task::On, "pod-b") => Answer::Status(410, "dead".into()),
+        _ => Answer::Status(200, String::new()),
     });
     s.elected(None, pods(&["pod-a", "pod-b", "pod-c"]));
     s.run_until(5.0);
@@ -261,20 +261,20 @@ fn a_pod_answering_410_during_on_aborts_and_the_retry_leaves_it_out() {
 #[test]
 fn any_other_failure_aborts_and_retries_with_a_capped_doubling_backoff() {
     // (task that fails, reply, damper, expected gaps between round starts)
-    let fail = |code: u16| Reply::Status(code, "nope".into());
+    let fail = |code: u16| Answer::Status(code, "nope".into());
     let gaps_1s = [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0];
-    let table: Vec<(Task, Reply, f64, &[f64])> = vec![
+    let table: Vec<(Task, Answer, f64, &[f64])> = vec![
         (Task::Check, fail(406), 0.0, &gaps_1s),
         (Task::Check, fail(500), 0.0, &gaps_1s),
         (
             Task::Check,
-            Reply::Failed("connection refused".into()),
+            Answer::Failed("connection refused".into()),
             0.0,
             &gaps_1s,
         ),
         (Task::Check, fail(409), 0.0, &gaps_1s),
         (Task::On, fail(406), 0.0, &gaps_1s),
-        (Task::On, Reply::Failed("timed out".into()), 0.0, &gaps_1s),
+        (Task::On, Answer::Failed("timed out".into()), 0.0, &gaps_1s),
         (Task::Check, fail(500), 0.4, &gaps_1s),
         (
             Task::Check,
@@ -292,7 +292,7 @@ fn any_other_failure_aborts_and_retries_with_a_capped_doubling_backoff() {
             if t == task && key == "pod-b" {
                 r.clone()
             } else {
-                Reply::Status(200, String::new())
+                Answer::Status(200, String::new())
             }
         });
         s.elected(None, pods(&["pod-a", "pod-b"]));
@@ -365,9 +365,9 @@ fn the_backoff_resets_after_a_successful_round() {
     let f = failing.clone();
     s.reply = Box::new(move |_, _, _| {
         if f.get() {
-            Reply::Status(500, String::new())
+            Answer::Status(500, String::new())
         } else {
-            Reply::Status(200, String::new())
+            Answer::Status(200, String::new())
         }
     });
     s.elected(None, pods(&["pod-a"]));

@@ -8,7 +8,7 @@
 
 mod sim;
 
-use ochopod_core::leader::{LeaderAction, Reply};
+use ochopod_core::leader::{Answer, LeaderAction};
 use ochopod_core::pod::{PodAction, StepResult};
 use ochopod_core::settings::{GiveUp, ModelSettings, ProcessSettings};
 use ochopod_core::wire::{Epoch, Task};
@@ -54,12 +54,12 @@ fn leader_op() -> impl Strategy<Value = LeaderOp> {
     ]
 }
 
-fn reply(kind: u8) -> Reply {
+fn reply(kind: u8) -> Answer {
     match kind {
-        0 => Reply::Status(410, "dead".into()),
-        1 => Reply::Status(500, "hook failed".into()),
-        2 => Reply::Failed("connection refused".into()),
-        _ => Reply::Status(200, String::new()),
+        0 => Answer::Status(410, "dead".into()),
+        1 => Answer::Status(500, "hook failed".into()),
+        2 => Answer::Failed("connection refused".into()),
+        _ => Answer::Status(200, String::new()),
     }
 }
 
@@ -153,10 +153,10 @@ fn audit(s: &LeaderSim, from: usize, rounds: &mut BTreeMap<u64, Track>, full_shu
 }
 
 /// Answers the `i`-th inflight request and records the answer for the audit.
-fn answer_tracked(s: &mut LeaderSim, rounds: &mut BTreeMap<u64, Track>, i: usize, r: Reply) {
+fn answer_tracked(s: &mut LeaderSim, rounds: &mut BTreeMap<u64, Track>, i: usize, r: Answer) {
     let sent = s.inflight[i].clone();
     let t = rounds.entry(sent.round).or_default();
-    let table = if matches!(r, Reply::Status(200, _)) {
+    let table = if matches!(r, Answer::Status(200, _)) {
         &mut t.ok
     } else {
         &mut t.bad

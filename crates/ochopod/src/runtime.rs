@@ -5,8 +5,8 @@
 use crate::lifecycle::{Failure, Lifecycle, ProcessCommand};
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use ochopod_core::leader::{Leader, LeaderAction, Reply as LeaderReply};
-use ochopod_core::pod::{ControlRequest as PodRequest, Hook, PodAction, PodMachine, StepResult};
+use ochopod_core::leader::{Answer, Leader, LeaderAction};
+use ochopod_core::pod::{Hook, PodAction, PodMachine, PodRequest, StepResult};
 use ochopod_core::settings::{ModelSettings, ProcessSettings};
 use ochopod_core::wire::{ControlBody, Epoch, Info, Registration, RoundReport, Task, PROTOCOL};
 use ochopod_core::ClusterView;
@@ -67,7 +67,7 @@ enum Msg {
     LeaderReply {
         round: u64,
         key: String,
-        reply: LeaderReply,
+        reply: Answer,
     },
     Probe(Result<String, String>),
     Shutdown,
@@ -757,9 +757,7 @@ impl<L: Lifecycle> Driver<L> {
                     // Built once a permit is held: at most `fan_out` bodies exist at once.
                     let payload = control_body(&pods, &deps, &key);
                     let reply = match addr {
-                        None => {
-                            LeaderReply::Failed(format!("pod {key} has no usable control address"))
-                        }
+                        None => Answer::Failed(format!("pod {key} has no usable control address")),
                         Some(addr) => match client
                             .control(
                                 &addr,
@@ -778,13 +776,13 @@ impl<L: Lifecycle> Driver<L> {
                                     .and_then(Value::as_str)
                                     .unwrap_or("")
                                     .to_string();
-                                LeaderReply::Status(r.code, msg)
+                                Answer::Status(r.code, msg)
                             }
-                            Err(e) => LeaderReply::Failed(e.to_string()),
+                            Err(e) => Answer::Failed(e.to_string()),
                         },
                     };
                     if task == Task::Ok {
-                        if !matches!(reply, LeaderReply::Status(200, _)) {
+                        if !matches!(reply, Answer::Status(200, _)) {
                             warn!(%key, ?reply, "ok failed (logged only)");
                         }
                         return;

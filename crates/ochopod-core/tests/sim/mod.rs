@@ -9,8 +9,8 @@
 #![allow(dead_code)]
 
 use ochopod_core::hash::config_hash;
-use ochopod_core::leader::{Leader, LeaderAction, Reply};
-use ochopod_core::pod::{ControlRequest, Hook, PodAction, PodMachine, StepResult};
+use ochopod_core::leader::{Answer, Leader, LeaderAction};
+use ochopod_core::pod::{Hook, PodAction, PodMachine, PodRequest, StepResult};
 use ochopod_core::settings::{ModelSettings, ProcessSettings};
 use ochopod_core::wire::{ControlBody, Dependencies, Epoch, Pods, Registration, Task};
 use ochopod_core::DependencyPattern;
@@ -91,7 +91,7 @@ pub(crate) struct Sent {
     pub(crate) body: ControlBody,
 }
 
-type ReplyScript = Box<dyn FnMut(u64, Task, &str) -> Reply>;
+type ReplyScript = Box<dyn FnMut(u64, Task, &str) -> Answer>;
 
 /// Drives a [`Leader`] with virtual time and scripted answers.
 pub(crate) struct LeaderSim {
@@ -138,7 +138,7 @@ impl LeaderSim {
             inflight: Vec::new(),
             commits: VecDeque::new(),
             probing: false,
-            reply: Box::new(|_, _, _| Reply::Status(200, String::new())),
+            reply: Box::new(|_, _, _| Answer::Status(200, String::new())),
             commit: Box::new(|_| Ok(())),
             probe: Box::new(|| Ok("green".to_string())),
             auto: true,
@@ -225,7 +225,7 @@ impl LeaderSim {
     }
 
     /// Answers the inflight request to `key` (panics when there is none).
-    pub(crate) fn answer(&mut self, key: &str, reply: Reply) {
+    pub(crate) fn answer(&mut self, key: &str, reply: Answer) {
         let i = self
             .inflight
             .iter()
@@ -237,7 +237,7 @@ impl LeaderSim {
     }
 
     /// Answers the `i`-th inflight request (any round, stale ones included); returns it.
-    pub(crate) fn answer_index(&mut self, i: usize, reply: Reply) -> Sent {
+    pub(crate) fn answer_index(&mut self, i: usize, reply: Answer) -> Sent {
         let sent = self.inflight.remove(i);
         self.leader
             .handle_reply(self.now, sent.round, &sent.key, reply);
@@ -530,7 +530,7 @@ impl PodSim {
         self.sent.push(id);
         self.m.handle_control(
             self.now,
-            ControlRequest {
+            PodRequest {
                 id,
                 task,
                 epoch,
