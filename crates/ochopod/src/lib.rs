@@ -85,6 +85,27 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// One name per thing: the aliases that once named a type twice are gone (checked by these
+/// doc tests, which must not compile).
+///
+/// ```compile_fail
+/// use ochopod::Cluster; // ClusterView
+/// ```
+/// ```compile_fail
+/// use ochopod::Model; // ModelSettings
+/// ```
+/// ```compile_fail
+/// use ochopod_http::ClientError; // ochopod_http::Error
+/// ```
+/// ```compile_fail
+/// use ochopod_core::leader::Reply; // leader::Answer (ochopod_http::Reply is the HTTP one)
+/// ```
+/// ```compile_fail
+/// use ochopod_core::pod::ControlRequest; // pod::PodRequest (ochopod_http's is the HTTP one)
+/// ```
+#[cfg(doctest)]
+pub struct OneNamePerThing;
+
 /// Errors that stop a pod from running.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
