@@ -6,8 +6,8 @@
 //! passes the process environment), and files are only read under the roots of [`Options`], so
 //! every binding runs in tests with a made-up environment and a temporary directory.
 //!
-//! Precedence, highest first (DESIGN section 8): [`Explicit`] (flags and spec, merged by the
-//! caller), then the `ochopod_*` variables, then what the binding discovers on the platform.
+//! Precedence, highest first: [`Explicit`] (what the caller was given: the pod builder's
+//! settings, or `ochopod run`'s flags and spec, merged by it), then the `ochopod_*` variables, then what the binding discovers on the platform.
 //!
 //! | binding | ip | node | application / task | ZooKeeper when not given |
 //! |---|---|---|---|---|
@@ -110,7 +110,7 @@ impl Environment {
             Error::missing(
                 binding,
                 "no ZooKeeper address",
-                "set ochopod_zk (or zk in the spec, or --zk), e.g. ochopod_zk=10.0.0.5:2181",
+                "set ochopod_zk (PodBuilder::zk in a Rust pod, [pod] zk or --zk for ochopod run), e.g. ochopod_zk=10.0.0.5:2181",
             )
         })
     }

@@ -196,7 +196,7 @@ pub(crate) async fn discover(
             return Err(Error::missing(
                 binding,
                 "no ip address found",
-                "set ochopod_ip (or ip in the spec, or --ip) to the address other pods reach this one at",
+                "set ochopod_ip (or PodBuilder::ip in a Rust pod) to the address other pods reach this one at",
             ))
         }
     };
@@ -345,7 +345,7 @@ impl Platform for Generic {
 fn first_ipv4(binding: &'static str) -> Result<String, Error> {
     use nix::net::if_::InterfaceFlags;
     let fix =
-        "set ochopod_ip (or ip in the spec, or --ip) to the address other pods reach this one at";
+        "set ochopod_ip (or PodBuilder::ip in a Rust pod) to the address other pods reach this one at";
     let addrs = nix::ifaddrs::getifaddrs()
         .map_err(|e| Error::platform(binding, "cannot list the network interfaces", &e, fix))?;
     addrs
@@ -425,7 +425,7 @@ impl Platform for Marathon {
                             "no ZooKeeper address: none of {} names a zk:// URL",
                             crate::MESOS_ZK_FILES.join(", ")
                         ),
-                        "set ochopod_zk (or zk in the spec, or --zk), e.g. ochopod_zk=zk-1:2181,zk-2:2181",
+                        "set ochopod_zk (PodBuilder::zk in a Rust pod, [pod] zk or --zk for ochopod run), e.g. ochopod_zk=zk-1:2181,zk-2:2181",
                     ))
                 }
             }

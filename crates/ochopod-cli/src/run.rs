@@ -12,7 +12,7 @@ use std::time::Duration;
 /// `ochopod run`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct RunArgs {
-    /// The pod spec (TOML, DESIGN section 9).
+    /// The pod spec (TOML; its keys are listed in docs/spec.md).
     #[arg(long)]
     spec: PathBuf,
     /// Namespace (beats the spec's `[pod] namespace`).

@@ -1,4 +1,5 @@
-//! The pod spec file (`ochopod run --spec pod.toml`, DESIGN section 9): parsing and validation.
+//! The pod spec file (`ochopod run --spec pod.toml`, its keys in `docs/spec.md`): parsing and
+//! validation.
 //!
 //! Every key is optional; what the spec leaves out comes from `ochopod_*` variables or the
 //! binding. Unknown keys are errors (a typo must not be silently ignored), and every error names
@@ -206,7 +207,7 @@ impl Spec {
                 .map(|l| format!(", line {l}"))
                 .unwrap_or_default();
             SpecError(format!(
-                "spec {origin}{line}: {} (see DESIGN section 9 / docs for the keys)",
+                "spec {origin}{line}: {} (the keys are listed in docs/spec.md)",
                 e.message()
             ))
         })?;
