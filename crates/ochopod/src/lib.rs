@@ -35,7 +35,7 @@
 //!
 //! The runtime logs through [`tracing`](https://docs.rs/tracing) (spans carry the pod's key and
 //! cluster): without a subscriber, as in the example above, nothing is printed. A configuration
-//! round that fails (a pod answers 401, a hook fails) is logged at WARN, every round's end at
+//! round that fails (a pod answers 401, a hook fails) is logged at WARN, a round that succeeds at
 //! INFO. The process's own output goes to the pod log (`/log`) and, by default, nowhere else.
 //!
 //! # Defaults
