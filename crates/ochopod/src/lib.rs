@@ -452,7 +452,7 @@ impl PodBuilder {
 
     /// The environment the pod runs in (e.g. `std::env::vars()`): read by the bindings and
     /// for the `ochopod_*` fallbacks, and handed to the sub-process. Default: empty (the
-    /// process environment is never read by the library).
+    /// process environment is never read by the library); a second call replaces the first.
     pub fn env<I, K, V>(mut self, vars: I) -> Self
     where
         I: IntoIterator<Item = (K, V)>,

@@ -154,9 +154,11 @@ pub trait Lifecycle: Send + Sync + 'static {
     /// configuration in place (re-render, `kill -HUP`, ...). A failure makes the pod restart.
     ///
     /// The default runs [`configure`](Lifecycle::configure) with the new view and drops the
-    /// command it returns: what `configure` renders follows the cluster, the running process is
-    /// left alone and keeps its command line and environment (they are only read at a start).
-    /// Override it to also tell the process, or to do nothing (`async { Ok(()) }`).
+    /// command it returns: what `configure` renders follows the cluster, while the running
+    /// process is left alone with the command line and environment it was started with (a
+    /// restart after a crash runs that same command; a change that restarts the process runs
+    /// `configure` and its new command). Override it to also tell the process, or to do
+    /// nothing (`async { Ok(()) }`).
     fn reload(&self, cluster: &ClusterView) -> impl Future<Output = HookResult<()>> + Send {
         async move { self.configure(cluster).await.map(drop) }
     }
