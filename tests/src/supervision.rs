@@ -68,6 +68,25 @@ pub fn pid_alive(pid: u32) -> bool {
     proc_state(pid).is_some_and(|s| s != 'Z')
 }
 
+/// Every live (not zombie) process of process group `pgid`, from `/proc/*/stat`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(") ")?;
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?;
+            let group: u32 = fields.nth(1)?.parse().ok()?;
+            (group == pgid && state != "Z").then_some(pid)
+        })
+        .collect()
+}
+
 /// The command line of `pid`, arguments joined by spaces (`None` once it is gone).
 pub fn cmdline(pid: u32) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;

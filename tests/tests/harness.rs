@@ -2,6 +2,7 @@
 //! restart that keeps data, a proxy cut between a client and the server, and a three-node
 //! ensemble that keeps serving with one member down. No agent binary involved.
 
+use ochopod_e2e::supervision::{pid_alive, proc_state};
 use ochopod_e2e::*;
 use std::time::Duration;
 
@@ -121,22 +122,26 @@ fn ensemble_survives_one_member_and_recovers_quorum() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The agent helpers on one real pod: `/info`, SIGSTOP/SIGCONT, SIGKILL leaving an orphaned
-/// sub-process, and drop killing that orphan.
+/// The agent helpers on one real pod: `/info`, SIGSTOP/SIGCONT, SIGKILL (which the process
+/// group follows, but not a process that left it), and drop killing such an escaped orphan.
 #[test]
 fn agent_signals_and_drop_kills_orphans() -> anyhow::Result<()> {
     let zk = ZkServer::start()?;
     let mut spec = PodSpec::new("e2e", "harness", &zk.connect_string())?;
-    spec.command("sleep 600");
+    spec.command("setsid sleep 600 & exec sleep 600")
+        .set("process", "shell", true);
     let mut agent = Agent::spawn(&spec)?;
     let info = agent.wait_info(Duration::from_secs(60), "process running", |i| {
         i.process == "running" && i.pid.is_some()
     })?;
     let sub = info.pid.expect("checked");
-    assert!(
-        agent.descendants().contains(&sub),
-        "the sub-process carries the agent's tag"
-    );
+    let escaped = wait_until(Duration::from_secs(30), "the escaped child", || {
+        let all = agent.descendants();
+        match all.iter().find(|p| **p != sub) {
+            Some(p) if all.contains(&sub) => Ok(*p),
+            _ => Err(format!("descendants: {all:?}")),
+        }
+    })?;
 
     // Frozen: the kernel accepts the connection, nobody answers.
     agent.set_http_timeout(Duration::from_secs(1));
@@ -148,25 +153,25 @@ fn agent_signals_and_drop_kills_orphans() -> anyhow::Result<()> {
         i.pid == Some(sub)
     })?;
 
-    // SIGKILL: the agent is gone, its sub-process lives on as an orphan until drop.
+    // SIGKILL: the agent is gone and its process with it; the child that left the process
+    // group (setsid) lives on as an orphan until drop.
     agent.kill9()?;
     assert!(!agent.is_alive());
     assert!(agent.info().is_err());
-    assert!(
-        std::path::Path::new(&format!("/proc/{sub}")).exists(),
-        "orphan still alive"
-    );
+    wait_until(Duration::from_secs(30), "the sub-process to follow", || {
+        if pid_alive(sub) {
+            Err(format!("{sub} alive"))
+        } else {
+            Ok(())
+        }
+    })?;
+    assert!(pid_alive(escaped), "the escaped orphan still runs");
     drop(agent);
     wait_until(Duration::from_secs(10), "drop to kill the orphan", || {
-        let state = std::fs::read_to_string(format!("/proc/{sub}/stat")).unwrap_or_default();
-        let gone = state.is_empty()
-            || state
-                .rsplit_once(") ")
-                .is_some_and(|(_, r)| r.starts_with('Z'));
-        if gone {
-            Ok(())
+        if pid_alive(escaped) {
+            Err(proc_state(escaped).map(String::from).unwrap_or_default())
         } else {
-            Err(state)
+            Ok(())
         }
     })?;
     Ok(())

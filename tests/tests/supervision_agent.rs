@@ -346,3 +346,43 @@ fn sigterm_to_a_dead_pod_exits_0() -> anyhow::Result<()> {
     assert_eq!(status.code(), Some(0), "{}", agent.log_tail(2000));
     Ok(())
 }
+
+/// An agent killed outright (SIGKILL, nothing runs) takes its process with it, and the whole
+/// process group follows: a shell's background child as well as the group leader.
+#[test]
+fn kill_9_of_the_agent_takes_its_process_group_with_it() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let mut s = spec(&zk, "kill9")?;
+    s.command("sleep 600 & exec sleep 600")
+        .set("process", "shell", true);
+    let agent = Agent::spawn(&s)?;
+    let pid = wait_running(&agent)?.pid.expect("pid");
+    let members = wait_until(
+        Duration::from_secs(30),
+        "two processes in the group",
+        || {
+            let members = group_members(pid);
+            if members.len() == 2 {
+                Ok(members)
+            } else {
+                Err(format!("{members:?}"))
+            }
+        },
+    )?;
+    assert!(members.contains(&pid), "{members:?}");
+    agent.kill9()?;
+    wait_until(
+        Duration::from_secs(30),
+        "the process group to be gone",
+        || {
+            let left = group_members(pid);
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still alive: {left:?}"))
+            }
+        },
+    )?;
+    assert!(members.iter().all(|p| !pid_alive(*p)), "{members:?}");
+    Ok(())
+}

@@ -13,6 +13,14 @@
 //! [`Child`] handle of that pid; statuses of pids nobody spawned through the reaper (orphans)
 //! are dropped once reaped.
 //!
+//! # Nothing outlives the agent
+//!
+//! Every child is killed with the agent, even when the agent is SIGKILLed: each child gets
+//! SIGKILL as its parent-death signal, and a small group guard (a `/bin/sh` in a process group
+//! of its own) SIGKILLs every process group the agent started once the agent is gone. The
+//! limits (processes that leave their group, set-user-ID programs, ...) are listed in the
+//! `lifeline` module's source.
+//!
 //! Because `waitpid(-1)` is process-global, a process that installs the reaper must never wait
 //! for a child any other way: no `tokio::process`, no `std::process::Command::{status, output}`,
 //! no `std::process::Child::wait`. Spawn everything (the sub-process, hooks, probes, tools)
@@ -41,6 +49,7 @@
 #![warn(missing_docs)]
 
 mod command;
+mod lifeline;
 mod pod_log;
 mod reaper;
 mod signals;

@@ -16,6 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::command::{Child, CommandSpec, ExitStatus, Output, OutputMode, Program};
+use crate::lifeline::{die_with_agent, on_spawner, Guard};
 use crate::pod_log::LineSplitter;
 use crate::{signal_group, Error, PodLog, Signal};
 
@@ -30,15 +31,22 @@ pub const CAPTURE_CAP: usize = 1024 * 1024;
 /// too. [`Reaper::spawn`] needs no runtime; [`Reaper::run`] needs one with time enabled.
 #[derive(Clone, Debug)]
 pub struct Reaper {
-    /// Registered pids and where their status goes. Held while spawning and while reaping, so
-    /// a status can never be reaped before its pid is registered, nor handed to a new process
-    /// that reused the pid.
+    /// Registered pids and where their status goes, and the group guard. Held while spawning
+    /// and while reaping, so a status can never be reaped before its pid is registered, nor
+    /// handed to a new process that reused the pid.
     table: Arc<Mutex<Table>>,
     /// The reaper thread's runtime.
     handle: Handle,
 }
 
-type Table = HashMap<i32, watch::Sender<Option<ExitStatus>>>;
+/// What the reaper and the spawners share, under one lock.
+#[derive(Debug, Default)]
+struct Table {
+    /// Registered pids and where their status goes.
+    waiters: HashMap<i32, watch::Sender<Option<ExitStatus>>>,
+    /// The groups the group guard kills if the agent dies (see [`crate::lifeline`]).
+    guard: Guard,
+}
 
 static INSTALLED: Mutex<Option<Reaper>> = Mutex::new(None);
 
@@ -64,7 +72,7 @@ impl Reaper {
             nix::sys::prctl::set_child_subreaper(true).map_err(Error::Subreaper)?;
         }
         close_inherited_on_exec();
-        let table = Arc::new(Mutex::new(Table::new()));
+        let table = Arc::new(Mutex::new(Table::default()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_table = Arc::clone(&table);
         std::thread::Builder::new()
@@ -168,14 +176,18 @@ impl Reaper {
         // Spawn and register under the table lock: the reaper thread cannot reap this pid
         // (nor std's own wait after a failed exec) before its status has somewhere to go.
         let (status_tx, status_rx) = watch::channel(None);
+        // Forked by the spawner thread, which lives as long as the agent: the child's
+        // parent-death signal is tied to the thread that forked it.
+        die_with_agent(&mut cmd);
         let mut std_child = {
             let mut table = lock(&self.table);
-            let std_child = cmd.spawn().map_err(|source| Error::Spawn {
+            let std_child = on_spawner(move || cmd.spawn()).map_err(|source| Error::Spawn {
                 command: command_text.clone(),
                 cwd: spec.cwd.clone(),
                 source,
             })?;
-            table.insert(std_child.id() as i32, status_tx);
+            table.waiters.insert(std_child.id() as i32, status_tx);
+            table.guard.follow(std_child.id());
             std_child
         };
         let pid = std_child.id();
@@ -319,6 +331,7 @@ fn reaper_thread(
 
 fn reap_all(table: &Mutex<Table>) {
     let mut table = lock(table);
+    let mut reaped = false;
     loop {
         match rustix::process::wait(WaitOptions::NOHANG) {
             Ok(Some((pid, raw))) => {
@@ -331,15 +344,21 @@ fn reap_all(table: &Mutex<Table>) {
                     // Stopped/continued are only reported when asked for; never here.
                     continue;
                 };
-                match table.remove(&pid) {
+                match table.waiters.remove(&pid) {
                     Some(waiter) => {
                         tracing::debug!(pid, %status, "reaped");
                         waiter.send_replace(Some(status));
                     }
                     None => tracing::debug!(pid, %status, "reaped an orphan"),
                 }
+                reaped = true;
             }
-            Ok(None) | Err(Errno::CHILD) => return,
+            Ok(None) | Err(Errno::CHILD) => {
+                if reaped {
+                    table.guard.forget_ended();
+                }
+                return;
+            }
             Err(Errno::INTR) => continue,
             Err(e) => {
                 tracing::warn!("waitpid(-1) failed: {e}");
