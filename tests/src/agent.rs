@@ -306,6 +306,7 @@ pub struct Agent {
     env: Vec<(String, String)>,
     tag: String,
     http: ureq::Agent,
+    own_group: bool,
 }
 
 impl Agent {
@@ -317,6 +318,10 @@ impl Agent {
 
     /// Starts an agent with extra environment variables (e.g. `ochopod_*` settings, `RUST_LOG`).
     pub fn spawn_env(spec: impl Into<SpecSource>, env: &[(&str, &str)]) -> Result<Agent> {
+        Self::start(spec.into(), env, false)
+    }
+
+    fn start(spec: SpecSource, env: &[(&str, &str)], own_group: bool) -> Result<Agent> {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -327,7 +332,7 @@ impl Agent {
                 .tempdir()
                 .map_err(|e| Error::io("creating a pod folder", e))
         };
-        let (tmp, spec_path) = match spec.into() {
+        let (tmp, spec_path) = match spec {
             SpecSource::Pod(p) => {
                 let tmp = fresh()?;
                 let path = p.write_to(tmp.path())?;
@@ -363,9 +368,35 @@ impl Agent {
                 NEXT_TAG.fetch_add(1, Ordering::SeqCst)
             ),
             http: http_client(Duration::from_secs(10)),
+            own_group,
         };
         agent.respawn()?;
         Ok(agent)
+    }
+
+    /// Starts an agent leading a process group of its own, as a shell starts a foreground job,
+    /// so [`Agent::signal_group`] can signal it the way a terminal's Ctrl-C does.
+    pub fn spawn_own_group(spec: impl Into<SpecSource>, env: &[(&str, &str)]) -> Result<Agent> {
+        Self::start(spec.into(), env, true)
+    }
+
+    /// Sends `sig` to the agent's process group (only for [`Agent::spawn_own_group`] agents:
+    /// the others share the test's group).
+    pub fn signal_group(&self, sig: Signal) -> Result<()> {
+        if !self.own_group {
+            return Err(Error::Usage(
+                "signal_group needs an agent from Agent::spawn_own_group".into(),
+            ));
+        }
+        let pid = self
+            .pid()
+            .ok_or_else(|| Error::Usage(format!("agent {} is not running", self.port)))?;
+        nix::sys::signal::killpg(Pid::from_raw(pid as i32), sig).map_err(|e| {
+            Error::io(
+                format!("sending {sig} to process group {pid}"),
+                std::io::Error::from(e),
+            )
+        })
     }
 
     /// Starts the agent again with the same spec, folder and environment (after it exited or
@@ -396,6 +427,9 @@ impl Agent {
             .stderr(err)
             .env(TAG, &self.tag)
             .env("RUST_BACKTRACE", "1");
+        if self.own_group {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }

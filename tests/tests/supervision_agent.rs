@@ -386,3 +386,62 @@ fn kill_9_of_the_agent_takes_its_process_group_with_it() -> anyhow::Result<()> {
     assert!(members.iter().all(|p| !pid_alive(*p)), "{members:?}");
     Ok(())
 }
+
+/// Ctrl-C reaches the agent's process group and, in a terminal, the process too: the process
+/// ends while the agent is still leaving the cluster, and it must not be started again. The
+/// agent reaches ZooKeeper through a proxy that drops every byte once the pod runs, so leaving
+/// takes the agent's full 5 s wait and the process's end surely falls inside the stop.
+#[test]
+fn ctrl_c_does_not_restart_the_process_during_the_shutdown() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let proxy = Proxy::start(zk.addr())?;
+    let mut s = spec(&zk, "ctrlc")?;
+    s.set("pod", "zk", proxy.connect_string())
+        .set("pod", "session_timeout", 30.0)
+        .command("exec sleep 600")
+        .set("process", "shell", true);
+    let agent = Agent::spawn_own_group(&s, &[])?;
+    let pid = wait_running(&agent)?.pid.expect("pid");
+    let log = |agent: &Agent| std::fs::read_to_string(agent.log_path()).unwrap_or_default();
+    proxy.blackhole()?;
+    agent.signal_group(nix::sys::signal::Signal::SIGINT)?;
+    wait_until(
+        Duration::from_secs(30),
+        "the agent to begin its stop",
+        || {
+            let text = log(&agent);
+            if text.contains("stopping: leaving the cluster first") {
+                Ok(())
+            } else {
+                Err(agent.log_tail(800))
+            }
+        },
+    )?;
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
+    wait_until(Duration::from_secs(30), "the process to end", || {
+        if log(&agent).contains("process exited") {
+            Ok(())
+        } else {
+            Err(agent.log_tail(800))
+        }
+    })?;
+    proxy.restore()?;
+    let status = agent.wait_exit(Duration::from_secs(60))?;
+    let text = log(&agent);
+    assert_eq!(status.code(), Some(0), "{}", agent.log_tail(3000));
+    let exited = text.find("process exited").expect("seen above");
+    let left = text.find("left the cluster; tearing the process down");
+    assert!(
+        left.is_none_or(|l| exited < l),
+        "the process ended after the agent left the cluster: the test proved nothing\n{text}"
+    );
+    assert_eq!(
+        text.matches("process started").count(),
+        1,
+        "the process was started again during the stop:\n{text}"
+    );
+    Ok(())
+}

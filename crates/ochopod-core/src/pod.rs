@@ -203,6 +203,8 @@ pub struct PodMachine {
     last_failure: Option<String>,
     restarts: u64,
     sanity_failures: u64,
+    /// The agent is stopping: a process that ends is never started again.
+    stopping: bool,
 }
 
 impl PodMachine {
@@ -233,6 +235,7 @@ impl PodMachine {
             last_failure: None,
             restarts: 0,
             sanity_failures: 0,
+            stopping: false,
         }
     }
 
@@ -285,6 +288,14 @@ impl PodMachine {
     /// ensemble rebuilt from scratch restarts its counters).
     pub fn reset_epoch(&mut self) {
         self.epoch = None;
+    }
+
+    /// The agent began to stop (SIGTERM, SIGINT): from now on a process that ends is not
+    /// restarted (a Ctrl-C reaches the process too, and it may end before the agent tears it
+    /// down). A restart already scheduled is cancelled.
+    pub fn stopping(&mut self) {
+        self.stopping = true;
+        self.restart_at = None;
     }
 
     /// A control request arrived. It runs when the requests before it are done.
@@ -811,6 +822,11 @@ impl PodMachine {
 
     fn crashed(&mut self, now: Instant, why: String) {
         self.exited_since_check = true;
+        if self.stopping {
+            self.last_failure = Some(format!("{why}; not restarted: the agent is stopping"));
+            self.restart_at = None;
+            return;
+        }
         let stable = self
             .started_at
             .is_some_and(|t| now.saturating_duration_since(t) >= self.settings.stable_after);

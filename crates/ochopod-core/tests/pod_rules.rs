@@ -661,3 +661,55 @@ fn requests_are_served_in_arrival_order_one_at_a_time() {
     assert_eq!(order, ids, "answered in arrival order");
     assert_eq!(s.reply_to(ids[3]).unwrap().1, json!({"signalled": true}));
 }
+
+#[test]
+fn once_the_agent_is_stopping_a_process_that_ends_is_not_restarted() {
+    let mut s = running(ProcessSettings {
+        restart_delay: secs(1.0),
+        check_every: secs(10_000.0),
+        ..process()
+    });
+    // A crash before the stop is restarted at once.
+    s.exit(Some(1));
+    s.settle();
+    assert_eq!(s.names(), vec!["Spawn"], "restarted before the stop");
+    s.clear();
+    // Ctrl-C: the agent starts stopping, and the process (which got the SIGINT too) ends.
+    s.m.stopping();
+    s.exit(Some(130));
+    s.run_for(120.0);
+    assert!(
+        s.spawn_times().is_empty(),
+        "restarted while stopping: {:?}",
+        s.names()
+    );
+    assert!(
+        s.m.last_failure()
+            .unwrap_or("")
+            .contains("not restarted: the agent is stopping"),
+        "{:?}",
+        s.m.last_failure()
+    );
+    // The tear-down that ends the stop finds nothing to tear down.
+    let off = s.control(Task::Off, json!({}));
+    s.settle();
+    assert_eq!(s.code(off), 200);
+    assert_eq!(s.m.process(), Process::Stopped);
+    assert!(s.spawn_times().is_empty());
+}
+
+#[test]
+fn stopping_cancels_a_restart_already_scheduled() {
+    let mut s = running(ProcessSettings {
+        restart_delay: secs(5.0),
+        check_every: secs(10_000.0),
+        ..process()
+    });
+    s.exit(Some(1));
+    s.settle();
+    s.exit(Some(1)); // the second crash in a row waits 5 s
+    s.clear();
+    s.m.stopping();
+    s.run_for(60.0);
+    assert!(s.spawn_times().is_empty(), "{:?}", s.names());
+}

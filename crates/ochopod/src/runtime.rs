@@ -456,6 +456,7 @@ impl<L: Lifecycle> Driver<L> {
                     return;
                 }
                 self.shutdown = true;
+                self.pod.stopping();
                 info!("stopping: leaving the cluster first, then tearing the process down");
                 // Leadership moves at once: nothing more is led from here.
                 self.end_term();
