@@ -195,7 +195,12 @@ fn three_pods_configure_then_survive_a_follower_kill() -> anyhow::Result<()> {
                 .map(|p| p.agent.info().map_err(|e| e.to_string()))
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("{e} | {}", describe(&agents(&all))))?;
-            let running = infos.iter().all(|i| i.process == "running");
+            // A pod can be configured before its agent hears that its seq was written (the
+            // leader reads the node as soon as it exists), so `/info` gains its seq a moment
+            // later: wait for it too.
+            let running = infos
+                .iter()
+                .all(|i| i.process == "running" && i.seq.is_some());
             let leaders = infos
                 .iter()
                 .filter(|i| i.state.starts_with("leader"))
