@@ -74,10 +74,14 @@ pub mod bindings {
     pub use ochopod_bindings::{Error, Explicit, Options, BINDINGS, DEFAULT_CONTROL_PORT};
 }
 
-/// The process side: what [`ProcessCommand`] runs, the reaper and pod log the builder takes,
-/// and the error of [`Error::Supervisor`] (re-exported from `ochopod-supervisor`).
+/// The process side: what [`ProcessCommand`] runs, the reaper and pod log the builder takes
+/// (with what their methods name), and the error of [`Error::Supervisor`] (re-exported from
+/// `ochopod-supervisor`).
 pub mod supervisor {
-    pub use ochopod_supervisor::{Error, PodLog, Program, Reaper, POD_LOG_CAP};
+    pub use ochopod_supervisor::{
+        Child, CommandSpec, Error, ExitStatus, Output, OutputMode, PodLog, Program, Reaper,
+        CAPTURE_CAP, POD_LOG_CAP,
+    };
 }
 
 use std::collections::BTreeMap;
