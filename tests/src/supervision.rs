@@ -43,9 +43,13 @@ pub fn log_lines(agent: &Agent) -> Result<Vec<String>> {
         .collect()
 }
 
-/// The size of a log as served: every line's bytes plus one newline each.
+/// The size of a log as kept: every line's bytes with one newline each (lines are served with
+/// their newline, as 1.x serves the lines of its log file).
 pub fn log_bytes(lines: &[String]) -> usize {
-    lines.iter().map(|l| l.len() + 1).sum()
+    lines
+        .iter()
+        .map(|l| l.len() + usize::from(!l.ends_with('\n')))
+        .sum()
 }
 
 /// The state letter of `pid` from `/proc/<pid>/stat` (`R`, `S`, `Z`...), `None` once it is gone

@@ -853,3 +853,123 @@ fn an_empty_on_is_an_operators_as_in_1x() -> anyhow::Result<()> {
     assert!(!agent.dir().join("view.txt").exists(), "nothing rendered");
     Ok(())
 }
+
+/// `/log` as served: every line, each ending with its newline.
+fn pod_log(agent: &Agent) -> Result<Vec<String>> {
+    let lines = ochopod_e2e::supervision::log_lines(agent)?;
+    for l in &lines {
+        assert!(
+            l.ends_with('\n'),
+            "1.x serves lines with their newline: {l:?}"
+        );
+    }
+    Ok(lines)
+}
+
+/// Waits until the pod log has a line containing every one of `needles`; returns that line.
+fn wait_log_line(agent: &Agent, needles: &[&str]) -> Result<String> {
+    wait_until(WAIT, &format!("a /log line with {needles:?}"), || {
+        let lines = pod_log(agent).map_err(|e| e.to_string())?;
+        lines
+            .iter()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+            .cloned()
+            .ok_or_else(|| format!("{} | {}", lines.concat(), agent.summary()))
+    })
+}
+
+/// `asctime - LEVEL - message`, asctime as Python writes it: `2024-05-01 12:00:00,123`.
+fn level_of(line: &str) -> Option<&str> {
+    let (stamp, rest) = (line.get(..23)?, line.get(23..)?);
+    let shape: String = stamp
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+        .collect();
+    (shape == "9999-99-99 99:99:99,999").then_some(())?;
+    let rest = rest.strip_prefix(" - ")?;
+    let (level, _) = rest.split_once(" - ")?;
+    Some(level)
+}
+
+#[test]
+fn log_interleaves_the_agents_events_with_the_piped_output_as_1x() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let mut spec = base_spec(&zk, "podlog")?;
+    // The first run crashes with code 7, the second runs until a check fails twice.
+    spec.command(
+        "if [ ! -e crashed ]; then touch crashed; echo first run; exit 7; fi; \
+         echo second run; exec sleep 600",
+    )
+    .set("process", "pipe", true)
+    .set("process", "restart_delay", 0.2)
+    .set("process", "check_every", 0.3)
+    .set("process", "checks", 2)
+    .hook(
+        "sanity_check",
+        "if [ -e sick ]; then echo 'disk full' >&2; exit 1; fi",
+    );
+    let agent = Agent::spawn(&spec)?;
+
+    // The leader's round, the configuration, the process output and the crash, in order.
+    let round = wait_log_line(&agent, &[" - INFO - configuration round ", "asking 1 pods"])?;
+    let configuring = wait_log_line(&agent, &[" - INFO - configuring pod 1/1"])?;
+    let configured = wait_log_line(&agent, &[" - INFO - configured\n"])?;
+    let first = wait_log_line(&agent, &[" - INFO - pid ", " : first run"])?;
+    let died = wait_log_line(&agent, &[" - WARNING - pid ", "died (exit code 7)"])?;
+    let restarting = wait_log_line(&agent, &["process exited with code 7; restarting"])?;
+    let started = wait_log_line(&agent, &["as pid ", "(start #2)"])?;
+    let second = wait_log_line(&agent, &[" : second run"])?;
+    let lines = pod_log(&agent)?;
+    let at = |l: &String| lines.iter().position(|x| x == l).expect("still kept");
+    // Output lines come through the pipe, events from the agent: only causes are ordered (a
+    // line and the agent's note of its process's start or end may land either way, in 1.x too).
+    for (before, after) in [
+        (&round, &configuring),
+        (&configuring, &configured),
+        (&configured, &first),
+        (&configured, &died),
+        (&died, &restarting),
+        (&restarting, &started),
+        (&restarting, &second),
+    ] {
+        assert!(
+            at(before) < at(after),
+            "{before:?} before {after:?} in {}",
+            lines.concat()
+        );
+    }
+    let pid = running(&agent)?.pid.expect("pid");
+    assert!(
+        second.contains(&format!(" - INFO - pid {pid} : second run")),
+        "{second}"
+    );
+
+    // A failing check says why and how many in a row; the breaker turns the process off and
+    // the log says how it ended.
+    std::fs::write(agent.dir().join("sick"), "")?;
+    wait_log_line(
+        &agent,
+        &[" - WARNING - sanity check (", "/2) failed -> ", "disk full"],
+    )?;
+    wait_log_line(&agent, &[" - WARNING - circuit breaker"])?;
+    wait_log_line(&agent, &[" - INFO - process running -> terminating"])?;
+    wait_log_line(&agent, &[&format!("pid {pid} ended (killed by SIGTERM)")])?;
+    wait_log_line(&agent, &[" - INFO - process terminating -> stopped"])?;
+
+    // Every line is 1.x's `asctime - LEVEL - message`; no DEBUG without ochopod_debug.
+    let lines = pod_log(&agent)?;
+    for l in &lines {
+        let level = level_of(l).unwrap_or_else(|| panic!("not 1.x's format: {l:?}"));
+        assert!(["INFO", "WARNING", "ERROR"].contains(&level), "{l:?}");
+    }
+    drop(agent);
+
+    // With ochopod_debug=true the agent's DEBUG events are kept too.
+    let mut quiet = base_spec(&zk, "podlog-debug")?;
+    quiet.command("exec sleep 600");
+    let agent = Agent::spawn_env(&quiet, &[("ochopod_debug", "true")])?;
+    running(&agent)?;
+    agent.post("/control/check", None)?;
+    wait_log_line(&agent, &[" - DEBUG - "])?;
+    Ok(())
+}

@@ -540,7 +540,8 @@ fn piped_output_reaches_the_log_which_stays_under_32_kib() -> anyhow::Result<()>
         || {
             let lines = log_lines(&agent).map_err(|e| e.to_string())?;
             max = max.max(log_bytes(&lines));
-            if lines.iter().any(|l| l.contains("last-line")) {
+            // Process lines are `pid N : line` (the agent's own lines quote the command).
+            if lines.iter().any(|l| l.contains(" : last-line")) {
                 Ok(lines)
             } else {
                 Err(format!("{} lines", lines.len()))
@@ -555,18 +556,18 @@ fn piped_output_reaches_the_log_which_stays_under_32_kib() -> anyhow::Result<()>
         "the log keeps about 32 KiB, not less: {bytes}"
     );
     assert!(
-        !lines.iter().any(|l| l.contains("first-line")),
+        !lines.iter().any(|l| l.contains(" : first-line")),
         "the oldest lines were dropped"
     );
     assert!(
-        lines.iter().any(|l| l.contains("on-stderr")),
+        lines.iter().any(|l| l.contains(" : on-stderr")),
         "stderr is piped too"
     );
     assert!(lines.iter().any(|l| l.contains("line 2999 ")));
     let pid = wait_running(&agent)?.pid.expect("pid");
     let last = lines
         .iter()
-        .find(|l| l.contains("last-line"))
+        .find(|l| l.contains(" : last-line"))
         .expect("found");
     assert!(
         last.contains(&pid.to_string()),

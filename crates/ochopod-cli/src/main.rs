@@ -184,7 +184,7 @@ impl<E: Into<anyhow::Error>> From<E> for Fail {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-    init_tracing(&cli, &env);
+    let log = init_tracing(&cli, &env);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -195,7 +195,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = rt.block_on(dispatch(cli, env));
+    let result = rt.block_on(dispatch(cli, env, log));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
@@ -215,7 +215,12 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn init_tracing(cli: &Cli, env: &std::collections::BTreeMap<String, String>) {
+/// Installs the subscriber: human lines on stderr (`OCHOPOD_LOG`, else INFO for the agent, WARN
+/// for the operator commands, DEBUG with `ochopod_debug=true`), and for the agent the pod log
+/// of `/log` (the agent's own events at INFO, DEBUG with `ochopod_debug=true`, as in 1.x).
+fn init_tracing(cli: &Cli, env: &std::collections::BTreeMap<String, String>) -> ochopod::PodLog {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
     let agent = matches!(cli.command, Command::Run(_));
     let debug = env
@@ -229,17 +234,35 @@ fn init_tracing(cli: &Cli, env: &std::collections::BTreeMap<String, String>) {
         "warn"
     };
     let filter = EnvFilter::try_from_env("OCHOPOD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
+        .with_filter(filter);
+    let log = ochopod::PodLog::new();
+    let level = if debug {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::INFO
+    };
+    let pod_log = agent.then(|| {
+        log.layer(debug)
+            .with_filter(Targets::new().with_target("ochopod", level))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(pod_log)
         .try_init();
+    log
 }
 
-async fn dispatch(cli: Cli, env: std::collections::BTreeMap<String, String>) -> Result<u8, Fail> {
+async fn dispatch(
+    cli: Cli,
+    env: std::collections::BTreeMap<String, String>,
+    log: ochopod::PodLog,
+) -> Result<u8, Fail> {
     match cli.command {
-        Command::Run(args) => run::run(args, env).await,
+        Command::Run(args) => run::run(args, env, log).await,
         Command::Render(args) => run::render(args, env).await,
         Command::Completions { shell } => {
             let mut cmd = Cli::command();

@@ -363,7 +363,8 @@ pub(crate) async fn log(ctx: &Ctx, pod: &str, follow: bool) -> Result<u8, Fail> 
             return Ok(0);
         }
         for l in fresh {
-            println!("{l}");
+            // Lines end with their newline, as 1.x serves them.
+            println!("{}", l.strip_suffix('\n').unwrap_or(l));
         }
         if !follow {
             return Ok(0);

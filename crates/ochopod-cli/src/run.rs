@@ -121,7 +121,12 @@ fn truthy(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
 }
 
-pub(crate) async fn run(args: RunArgs, env: BTreeMap<String, String>) -> Result<u8, Fail> {
+/// Runs the agent; `log` is the pod log the tracing subscriber writes the agent's events into.
+pub(crate) async fn run(
+    args: RunArgs,
+    env: BTreeMap<String, String>,
+    log: ochopod::PodLog,
+) -> Result<u8, Fail> {
     let spec = load_spec(&args.spec, &args.sets)?;
     let p = &spec.pod;
     let mut explicit = ochopod_bindings::Explicit {
@@ -189,6 +194,7 @@ pub(crate) async fn run(args: RunArgs, env: BTreeMap<String, String>) -> Result<
         },
     };
     let prepared = Pod::builder()
+        .log(log)
         .config(config)
         .model(model)
         .process(process)

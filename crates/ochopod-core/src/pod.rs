@@ -201,6 +201,7 @@ pub struct PodMachine {
     kill_at: Option<Instant>,
     metrics: Value,
     last_failure: Option<String>,
+    check_failure: Option<String>,
     restarts: u64,
     sanity_failures: u64,
     /// The agent is stopping: a process that ends is never started again.
@@ -233,6 +234,7 @@ impl PodMachine {
             kill_at: None,
             metrics: Value::Null,
             last_failure: None,
+            check_failure: None,
             restarts: 0,
             sanity_failures: 0,
             stopping: false,
@@ -277,6 +279,12 @@ impl PodMachine {
     /// Failed sanity checks since the agent started.
     pub fn sanity_failures(&self) -> u64 {
         self.sanity_failures
+    }
+
+    /// Why the last failed sanity check failed (kept when a later failure, e.g. the circuit
+    /// breaker, replaces [`PodMachine::last_failure`]).
+    pub fn last_check_failure(&self) -> Option<&str> {
+        self.check_failure.as_deref()
     }
 
     /// Configured and the process alive (`/readyz`).
@@ -860,6 +868,7 @@ impl PodMachine {
                 self.failed_checks += 1;
                 self.sanity_failures += 1;
                 self.last_failure = Some(format!("sanity check failed: {e}"));
+                self.check_failure = Some(e);
                 if self.failed_checks >= self.settings.checks.max(1) {
                     self.give_up(now);
                 }

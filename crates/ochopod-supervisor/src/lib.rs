@@ -59,7 +59,7 @@ use std::time::Duration;
 
 pub use command::{Child, CommandSpec, ExitStatus, Output, OutputMode, Program};
 pub use nix::sys::signal::Signal;
-pub use pod_log::{PodLog, POD_LOG_CAP};
+pub use pod_log::{PodLog, PodLogLayer, POD_LOG_CAP, PROCESS_TARGET};
 pub use reaper::{Reaper, CAPTURE_CAP};
 pub use signals::{agent_signals, group_alive, signal_group, AgentSignal};
 

@@ -37,6 +37,14 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// (state, ppid) of a process, `None` once it is gone (reaped).
+/// The process lines of `log` as `pid N : line`, without their `asctime - INFO - ` stamp.
+fn process_lines(log: &PodLog) -> Vec<String> {
+    log.lines()
+        .iter()
+        .filter_map(|l| l.split_once(" - INFO - ").map(|(_, rest)| rest.to_string()))
+        .collect()
+}
+
 fn stat(pid: u32) -> Option<(char, u32)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &text[text.rfind(')')? + 2..];
@@ -161,11 +169,10 @@ async fn signal_group_reaches_the_shell_and_its_background_grandchild() {
     let log = PodLog::new();
     let spec = sh("sleep 60 & echo \"bg $!\"; wait").output(OutputMode::Pipe(log.clone()));
     let mut child = reaper.spawn(&spec).unwrap();
-    let prefix = format!("[pid {}] bg ", child.pid());
+    let prefix = format!("pid {} : bg ", child.pid());
     let mut grandchild = 0;
     eventually("the shell prints its background pid", || {
-        grandchild = log
-            .lines()
+        grandchild = process_lines(&log)
             .iter()
             .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
             .unwrap_or(0);
@@ -196,8 +203,8 @@ async fn a_process_ignoring_sigterm_survives_it_and_dies_of_sigkill() {
     let log = PodLog::new();
     let spec = sh("trap '' TERM; echo ready; exec sleep 60").output(OutputMode::Pipe(log.clone()));
     let mut child = reaper.spawn(&spec).unwrap();
-    let ready = format!("[pid {}] ready", child.pid());
-    eventually("the trap is set", || log.lines().contains(&ready)).await;
+    let ready = format!("pid {} : ready", child.pid());
+    eventually("the trap is set", || process_lines(&log).contains(&ready)).await;
 
     child.signal_group(Signal::SIGTERM).unwrap();
     let waited = tokio::time::timeout(Duration::from_millis(300), child.wait()).await;
@@ -294,19 +301,19 @@ async fn piped_output_lands_in_the_pod_log_which_stays_under_32k() {
             .output(OutputMode::Pipe(log.clone()));
     let mut child = reaper.spawn(&spec).unwrap();
     let pid = child.pid();
-    let last = format!("[pid {pid}] line 2999");
-    let err = format!("[pid {pid}] oops");
+    let last = format!("pid {pid} : line 2999");
+    let err = format!("pid {pid} : oops");
     eventually("both streams are in the log", || {
         assert!(log.len_bytes() <= POD_LOG_CAP);
         assert!(log.text().len() <= POD_LOG_CAP);
-        let lines = log.lines();
+        let lines = process_lines(&log);
         lines.contains(&last) && lines.contains(&err)
     })
     .await;
     assert!(child.wait().await.success());
-    let lines = log.lines();
+    let lines = process_lines(&log);
     assert!(
-        !lines.contains(&format!("[pid {pid}] line 0")),
+        !lines.contains(&format!("pid {pid} : line 0")),
         "the oldest lines were dropped"
     );
     assert!(log.len_bytes() > POD_LOG_CAP / 2, "the ring is kept full");
@@ -324,10 +331,9 @@ async fn piped_output_lands_in_the_pod_log_which_stays_under_32k() {
     assert_eq!(out.status, ExitStatus::Code(2));
     assert_eq!(out.stdout, "to-stdout\n");
     assert_eq!(out.stderr, "to-stderr\n");
-    let mut teed: Vec<String> = tee
-        .lines()
+    let mut teed: Vec<String> = process_lines(&tee)
         .iter()
-        .map(|l| l.split_once("] ").unwrap().1.to_string())
+        .map(|l| l.split_once(" : ").unwrap().1.to_string())
         .collect();
     teed.sort();
     assert_eq!(teed, ["to-stderr", "to-stdout"]);

@@ -63,6 +63,8 @@ enum Msg {
     Exit {
         pid: u32,
         code: Option<i32>,
+        /// How it ended, for the pod log (`exit code 1`, `killed by SIGKILL`).
+        how: String,
     },
     LeaderReply {
         round: u64,
@@ -94,7 +96,12 @@ impl<L: Lifecycle> Handler for ControlHandler<L> {
     }
 
     fn log(&self) -> Vec<String> {
-        self.shared.log.lines()
+        // Each line ends with its newline, as 1.x serves the lines of its log file.
+        let mut lines = self.shared.log.lines();
+        for l in &mut lines {
+            l.push('\n');
+        }
+        lines
     }
 
     fn healthy(&self) -> bool {
@@ -201,6 +208,18 @@ struct Driver<L> {
     shutdown: bool,
     done: bool,
     exit_code: i32,
+    /// What the pod log last said about the pod: its process state and its last failure (a
+    /// change is logged once), how many times the process started, the last round announced.
+    logged: Logged,
+}
+
+#[derive(Default)]
+struct Logged {
+    process: Option<ochopod_core::pod::Process>,
+    failure: Option<String>,
+    checks: u64,
+    starts: u64,
+    round: u64,
 }
 
 /// The request id of the `off` that ends the agent after SIGTERM.
@@ -334,6 +353,7 @@ pub(crate) async fn run<L: Lifecycle>(
             shutdown: false,
             done: false,
             exit_code: 0,
+            logged: Logged::default(),
         };
         d.publish();
         loop {
@@ -399,9 +419,47 @@ impl<L: Lifecycle> Driver<L> {
 
     /// Carries out every pending action, then refreshes `/info`.
     fn after(&mut self, forward_pid: &Arc<Mutex<Option<u32>>>) {
+        // What the message changed is logged before what its actions change (a crash, then
+        // the restart that follows at once).
+        self.log_changes();
         self.drain();
+        self.log_changes();
         *forward_pid.lock().expect("pid lock") = self.pod.pid();
         self.publish();
+    }
+
+    /// Writes what changed in the pod's state to the log: its process state (`running ->
+    /// stopped` when turned off) and a new failure (a crash and its restart delay, a failed
+    /// check, the circuit breaker).
+    fn log_changes(&mut self) {
+        let process = self.pod.process();
+        match self.logged.process.replace(process) {
+            Some(old) if old != process => {
+                info!("process {} -> {}", old.as_str(), process.as_str());
+            }
+            _ => {}
+        }
+        // A failed check, with its reason and its count, as 1.x words it.
+        let checks = self.pod.sanity_failures();
+        if checks > self.logged.checks {
+            self.logged.checks = checks;
+            warn!(
+                "sanity check ({}/{}) failed -> {}",
+                self.pod.failed_checks(),
+                self.settings.process.checks.max(1),
+                self.pod.last_check_failure().unwrap_or("")
+            );
+        }
+        let failure = self.pod.last_failure();
+        if failure != self.logged.failure.as_deref() {
+            match failure {
+                // Said just above.
+                Some(f) if f.starts_with("sanity check failed: ") => {}
+                Some(f) => warn!("{f}"),
+                None => {}
+            }
+            self.logged.failure = failure.map(String::from);
+        }
     }
 
     /// Handles one message.
@@ -427,15 +485,23 @@ impl<L: Lifecycle> Driver<L> {
             Msg::Configured(result) => {
                 let step = match result {
                     Ok(cmd) => {
+                        info!("configured");
                         self.command = Some(cmd);
                         Ok(())
                     }
-                    Err(e) => Err(e.0),
+                    Err(e) => {
+                        warn!("failed to configure -> {}", e.0);
+                        Err(e.0)
+                    }
                 };
                 self.pod.handle_result(now, StepResult::Configured(step));
             }
-            Msg::Exit { pid, code } => {
-                info!(pid, ?code, "process exited");
+            Msg::Exit { pid, code, how } => {
+                if self.pod.process() == ochopod_core::pod::Process::Running {
+                    warn!("pid {pid} died ({how})");
+                } else {
+                    info!("pid {pid} ended ({how})");
+                }
                 if code != Some(0) && self.pod.process() == ochopod_core::pod::Process::Running {
                     self.shared.metrics.restarts.inc();
                 }
@@ -516,7 +582,8 @@ impl<L: Lifecycle> Driver<L> {
                 node,
                 after_expiry,
             } => {
-                info!(seq, node = %node, after_expiry, "registered");
+                // The coordinator logs the registration at INFO already.
+                debug!(seq, node = %node, after_expiry, "registered");
                 self.seq = Some(seq);
                 if after_expiry {
                     self.pod.reset_epoch();
@@ -534,7 +601,8 @@ impl<L: Lifecycle> Driver<L> {
                 members,
                 dependencies,
             } => {
-                info!(%epoch, members = members.len(), "elected leader");
+                // The coordinator logs the election at INFO already.
+                debug!(%epoch, members = members.len(), "elected leader");
                 self.end_term();
                 self.unreadable.clear();
                 let mut leader = Leader::new(
@@ -627,10 +695,23 @@ impl<L: Lifecycle> Driver<L> {
                 let pid = self.pod.pid().unwrap_or(0);
                 tokio::spawn(async move {
                     let r = run_hook(&*l, hook, view, input, pid).await;
+                    // A failed check is logged with its count once the pod machine has it.
+                    match &r {
+                        Err(e) if hook != Hook::SanityCheck => {
+                            warn!("{} failed -> {e}", hook_name(hook));
+                        }
+                        _ => {}
+                    }
                     let _ = tx.send(Msg::Step(StepResult::Hook(r)));
                 });
             }
             PodAction::Configure { view } => {
+                info!(
+                    "configuring pod {}/{} (seq {})",
+                    view.index + 1,
+                    view.size,
+                    view.seq
+                );
                 let l = Arc::clone(&self.lifecycle);
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
@@ -698,7 +779,11 @@ impl<L: Lifecycle> Driver<L> {
             .store(false, std::sync::atomic::Ordering::Relaxed);
         let mut child = self.reaper.spawn(&spec).map_err(|e| e.to_string())?;
         let pid = child.pid();
-        info!(pid, "process started");
+        self.logged.starts += 1;
+        info!(
+            "started <{}> as pid {pid} (start #{})",
+            cmd.program, self.logged.starts
+        );
         let tx = self.tx.clone();
         let tearing_down = Arc::clone(&self.tearing_down);
         // Bound of the wait for the rest of the group: the pod machine SIGKILLs the group at
@@ -718,6 +803,7 @@ impl<L: Lifecycle> Driver<L> {
             let _ = tx.send(Msg::Exit {
                 pid,
                 code: status.code(),
+                how: status.to_string(),
             });
         });
         Ok(pid)
@@ -737,6 +823,13 @@ impl<L: Lifecycle> Driver<L> {
                 timeout_secs,
                 request_timeout,
             } => {
+                if task != Task::Ok && self.logged.round != round {
+                    self.logged.round = round;
+                    info!(
+                        "configuration round {round}: asking {} pods to configure",
+                        body.pods.len()
+                    );
+                }
                 let addr = body.pods.get(&key).and_then(Registration::control_addr);
                 let (pods, deps) = self.body_cache.serialized(&body);
                 let client = self.client.clone();
@@ -892,6 +985,19 @@ impl<L: Lifecycle> Driver<L> {
             .ready
             .store(self.pod.ready(), std::sync::atomic::Ordering::Relaxed);
         self.shared.metrics.observe_pod(&self.pod);
+    }
+}
+
+/// A hook's name as the spec writes it.
+fn hook_name(hook: Hook) -> &'static str {
+    match hook {
+        Hook::Initialize => "initialize",
+        Hook::CanConfigure => "can_configure",
+        Hook::Configured => "configured",
+        Hook::Reload => "reload",
+        Hook::Finalize => "finalize",
+        Hook::Signal => "signal",
+        Hook::SanityCheck => "sanity check",
     }
 }
 
