@@ -37,6 +37,10 @@
 //! cluster): without a subscriber, as in the example above, nothing is printed. A configuration
 //! round that fails (a pod answers 401, a hook fails) is logged at WARN, a round that succeeds at
 //! INFO. The process's own output goes to the pod log (`/log`) and, by default, nowhere else.
+//! Add [`PodLog::layer`] of the pod's log ([`PodBuilder::log`], [`PreparedPod::log`]) to the
+//! subscriber, as the `ochopod` binary does, and the pod log also holds the agent's events,
+//! interleaved with the output in Ochopod 1.x's line format (`asctime - LEVEL - message`,
+//! process lines `pid N : line`).
 //!
 //! # Defaults
 //!
