@@ -191,7 +191,11 @@ pub fn wait_settled(
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("{e} | {}", describe(agents)))?;
             let leaders: Vec<usize> = (0..infos.len()).filter(|i| is_leader(&infos[*i])).collect();
-            let running = infos.iter().all(|i| i.process == "running");
+            // `seq` too: a pod can be configured (the leader reads its node as soon as it
+            // exists) before its own agent hears that the seq was written.
+            let running = infos
+                .iter()
+                .all(|i| i.process == "running" && i.seq.is_some());
             let clean = leaders.len() == 1 && infos[leaders[0]].state == "leader";
             if !(running && clean) {
                 return Err(format!("leaders={leaders:?} | {}", describe(agents)));
