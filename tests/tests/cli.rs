@@ -128,7 +128,7 @@ fn operator_commands_against_a_live_cluster() -> anyhow::Result<()> {
     let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
     assert_eq!(
         header,
-        ["CLUSTER", "#", "KEY", "SEQ", "IP", "PORTS", "STATE", "PROCESS", "STATUS"]
+        ["CLUSTER", "#", "KEY", "INDEX", "IP", "PORTS", "STATE", "PROCESS", "STATUS"]
     );
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 3, "{table}");
@@ -137,9 +137,10 @@ fn operator_commands_against_a_live_cluster() -> anyhow::Result<()> {
         let info = &infos[key];
         let port = by_key[key].port();
         assert_eq!(row[0], "cli.web", "{table}");
-        assert_eq!(row[1], i.to_string(), "{table}");
+        // `#` is the seq (what cluster#N names); INDEX the place among the sorted keys.
+        assert_eq!(row[1], info.seq.expect("seq").to_string(), "{table}");
         assert_eq!(row[2], &key[..8], "{table}");
-        assert_eq!(row[3], info.seq.expect("seq").to_string(), "{table}");
+        assert_eq!(row[3], i.to_string(), "{table}");
         assert_eq!(row[4], "127.0.0.1");
         assert_eq!(row[5], format!("{port}->{port}"), "{table}");
         let state = if *key == leader { "leader" } else { "follower" };
@@ -159,7 +160,7 @@ fn operator_commands_against_a_live_cluster() -> anyhow::Result<()> {
     assert_eq!(ok(z, &["ls", "cli.*"]).lines().count(), 4, "pattern cli.*");
     assert_eq!(ok(z, &["ls", "nothing-here"]).trim(), "no pods");
 
-    // info by key prefix and by cluster#index.
+    // info by key prefix and by cluster#seq.
     let follower = keys
         .iter()
         .find(|k| **k != leader)
@@ -169,8 +170,9 @@ fn operator_commands_against_a_live_cluster() -> anyhow::Result<()> {
     let info: Value = serde_json::from_str(&ok(z, &["info", &follower[..8]]))?;
     assert_eq!(info["key"], follower.as_str());
     assert_eq!(info["state"], "follower");
-    for (i, key) in keys.iter().enumerate() {
-        for name in [format!("cli.web#{i}"), format!("web#{i}")] {
+    for key in &keys {
+        let seq = infos[key].seq.expect("seq");
+        for name in [format!("cli.web#{seq}"), format!("web#{seq}")] {
             let v: Value = serde_json::from_str(&ok(z, &["info", &name]))?;
             assert_eq!(v["key"], key.as_str(), "{name}");
         }
@@ -356,12 +358,18 @@ fn bad_names_and_unreachable_pods_give_one_line_and_a_code() -> anyhow::Result<(
         err.contains("cli.ghost") && err.contains("other.ghost"),
         "{err}"
     );
-    // Unknown names and bad indexes.
+    // Unknown names and bad seqs.
     fails(z, &["info", "zzzz"], 2, "no pod matches");
     fails(z, &["info", "cli.ghost#7"], 2, "no pod matches");
-    fails(z, &["info", "ghost#x"], 2, "index");
+    fails(z, &["info", "ghost#x"], 2, "seq");
+    // info names one pod: a glob reaching two is refused, naming them.
+    let err = fails(z, &["info", "cli.ghost#*"], 2, "matches 2 pods");
+    assert!(
+        err.contains("cli.ghost#1") && err.contains("cli.ghost#2"),
+        "{err}"
+    );
     // A full name resolves despite the other namespace.
-    let out = cli(z, &["info", "other.ghost#0"]);
+    let out = cli(z, &["info", "other.ghost#3"]);
     assert_eq!(out.code(), Some(1), "resolved, then unreachable: {out:?}");
     assert!(out.stderr.contains(k3), "{out:?}");
 
@@ -429,5 +437,133 @@ fn a_taken_control_port_exits_4() -> anyhow::Result<()> {
         "{out:?}"
     );
     drop(held);
+    Ok(())
+}
+
+/// Runs `ochopod ARGS --zk Z` on a pseudo-terminal (util-linux `script`), typing `answer`.
+fn on_a_terminal(zk: &str, args: &[&str], answer: &str) -> anyhow::Result<std::process::Output> {
+    let bin = agent_binary()?;
+    let mut line = format!("{} ", bin.display());
+    for a in args.iter().chain(["--zk", zk].iter()) {
+        line.push_str(&format!("'{a}' "));
+    }
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env_remove("ochopod_zk")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(answer.as_bytes())?;
+    Ok(child.wait_with_output()?)
+}
+
+/// `cluster#N` names the pod whose seq is N, for its whole life: after the cluster shrinks,
+/// the same name still reaches the same pod (a position among the pods would shift). Globs
+/// reach several pods; acting on more than one asks first on a terminal and, without one,
+/// refuses unless `--yes`.
+#[test]
+fn pods_are_named_by_seq_and_globs_act_on_many_after_asking() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let zkc = zk.connect_string();
+    let z = zkc.as_str();
+    let mut agents = Vec::new();
+    for _ in 0..3 {
+        let mut spec = PodSpec::new(NS, "addr", z)?;
+        spec.set("process", "shell", true)
+            .set("process", "grace", 2.0)
+            .set("model", "control_timeout", 20.0)
+            .command("exec sleep 600");
+        tool(&mut spec, "whoami", "echo \"tool ran\"");
+        agents.push(Agent::spawn(&spec)?);
+        // One at a time: seqs 0, 1, 2 in start order.
+        let a = agents.last().expect("just pushed");
+        a.wait_info(WAIT, "registered", |i| i.seq.is_some())?;
+    }
+    let kz = Kazoo::new(z)?;
+    let all: Vec<&Agent> = agents.iter().collect();
+    wait_settled(&all, &kz, NS, "addr", WAIT)?;
+    let seq_of = |a: &Agent| a.info().map(|i| i.seq.expect("seq"));
+    let seqs: Vec<u64> = agents.iter().map(seq_of).collect::<Result<_>>()?;
+
+    // The pod of the smallest seq leaves: the others keep their names.
+    let first = seqs
+        .iter()
+        .position(|s| *s == *seqs.iter().min().expect("3"))
+        .expect("min");
+    agents[first].sigterm()?;
+    agents[first].wait_exit(WAIT)?;
+    agents.remove(first);
+    wait_until(WAIT, "two pods listed", || {
+        let rows: Value =
+            serde_json::from_str(&ok(z, &["ls", "--json"])).map_err(|e| e.to_string())?;
+        match rows.as_array().map(Vec::len) {
+            Some(2) => Ok(()),
+            n => Err(format!("{n:?} rows")),
+        }
+    })?;
+    for a in &agents {
+        let info = a.info()?;
+        let seq = info.seq.expect("seq");
+        for name in [
+            format!("addr#{seq}"),
+            format!("cli.addr#{seq}"),
+            format!("cli.a*#{seq}"),
+        ] {
+            let v: Value = serde_json::from_str(&ok(z, &["info", &name]))?;
+            assert_eq!(
+                v["key"],
+                info.key.as_str(),
+                "{name} names the pod of seq {seq}"
+            );
+        }
+    }
+    let gone = seqs.iter().min().expect("3").to_string();
+    fails(z, &["info", &format!("addr#{gone}")], 2, "no pod matches");
+
+    // Several pods without a terminal: refused unless --yes, nothing done.
+    let err = fails(z, &["off", "addr#*"], 2, "--yes");
+    assert!(err.contains("2 pods"), "{err}");
+    for a in &agents {
+        assert_eq!(a.info()?.process, "running", "nothing was turned off");
+    }
+    let out = ok(z, &["exec", "addr*", "whoami", "--yes"]);
+    assert_eq!(out.matches("tool ran").count(), 2, "{out}");
+    for a in &agents {
+        let seq = a.info()?.seq.expect("seq");
+        assert!(
+            out.contains(&format!("- cli.addr#{seq} (exit code 0)")),
+            "{out}"
+        );
+    }
+    let out = ok(z, &["off", "cli.addr#*", "--yes"]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    for a in &agents {
+        a.wait_info(WAIT, "turned off", |i| i.process == "stopped")?;
+    }
+
+    // On a terminal: asked first; anything but yes does nothing, yes acts on every pod.
+    let out = on_a_terminal(z, &["on", "addr#*"], "n\n")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("on 2 pods (cli.addr#"), "asked: {text:?}");
+    assert_eq!(out.status.code(), Some(1), "{text:?}");
+    assert!(text.contains("not confirmed"), "{text:?}");
+    for a in &agents {
+        assert_eq!(a.info()?.process, "stopped", "a no did nothing");
+    }
+    let out = on_a_terminal(z, &["on", "addr#*"], "y\n")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text:?}");
+    for a in &agents {
+        a.wait_info(WAIT, "on again", |i| i.process == "running")?;
+    }
+    // One pod needs no confirmation.
+    let seq = agents[0].info()?.seq.expect("seq").to_string();
+    ok(z, &["reset", &format!("addr#{seq}")]);
     Ok(())
 }

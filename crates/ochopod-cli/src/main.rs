@@ -5,8 +5,8 @@
 //! subscriber, and calls the library crates. It holds no protocol code of its own.
 //!
 //! Exit codes: 0 success; 1 the command failed (pod unreachable, ZooKeeper error, hook failure);
-//! 2 bad usage or settings (a flag, the spec, an ambiguous pod name); 3 the circuit breaker
-//! gave up with `on_give_up = "exit"`; 4 `ochopod run` cannot listen on its control port
+//! 2 bad usage or settings (a flag, the spec, an ambiguous pod name, several pods without
+//! `--yes` and no terminal to ask on); 3 the circuit breaker gave up with `on_give_up = "exit"`; 4 `ochopod run` cannot listen on its control port
 //! (another pod on the machine uses it).
 
 mod ops;
@@ -53,7 +53,9 @@ enum Command {
     },
     /// Show one pod's /info.
     Info {
-        /// A key prefix, or `cluster#index` (e.g. `demo.web#0`).
+        /// One pod: `cluster#SEQ` (SEQ is the pod's seq, the `#` column of `ls`, stable for the
+        /// pod's life; `ns.cluster#SEQ` when the name is in several namespaces) or a key prefix.
+        /// (Changed: `#N` was the pod's position among the sorted keys.)
         pod: String,
         /// Save the pod's cluster view (the last configuration) to this file, for `render`.
         #[arg(long)]
@@ -63,7 +65,9 @@ enum Command {
     },
     /// Show one pod's log (last 32 KiB).
     Log {
-        /// A key prefix, or `cluster#index`.
+        /// One pod: `cluster#SEQ` (SEQ is the pod's seq, the `#` column of `ls`, stable for the
+        /// pod's life; `ns.cluster#SEQ` when the name is in several namespaces) or a key prefix.
+        /// (Changed: `#N` was the pod's position among the sorted keys.)
         pod: String,
         /// Keep printing new lines.
         #[arg(long, short)]
@@ -74,36 +78,66 @@ enum Command {
     /// Start a pod's process again with its last configuration (an empty `on`: nothing is
     /// re-rendered; a running pod is left alone; a pod never configured answers 406).
     On {
-        /// A key prefix, or `cluster#index`.
+        /// The pods: `cluster#SEQ` (SEQ is the pod's seq, the `#` column of `ls`, stable for
+        /// the pod's life), `*` globs (`web#*`, `demo.*#1`, `web*`), or a key prefix. More than
+        /// one pod: asked first on a terminal, refused without one unless `--yes`. (Changed: `#N`
+        /// was the pod's position among the sorted keys.)
         pod: String,
+        /// Act on several pods without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[command(flatten)]
         zk: ZkArgs,
     },
     /// Tear a pod's process down.
     Off {
-        /// A key prefix, or `cluster#index`.
+        /// The pods: `cluster#SEQ` (SEQ is the pod's seq, the `#` column of `ls`, stable for
+        /// the pod's life), `*` globs (`web#*`, `demo.*#1`, `web*`), or a key prefix. More than
+        /// one pod: asked first on a terminal, refused without one unless `--yes`. (Changed: `#N`
+        /// was the pod's position among the sorted keys.)
         pod: String,
+        /// Act on several pods without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[command(flatten)]
         zk: ZkArgs,
     },
     /// Tear a pod's process down for good (the pod goes dead).
     Kill {
-        /// A key prefix, or `cluster#index`.
+        /// The pods: `cluster#SEQ` (SEQ is the pod's seq, the `#` column of `ls`, stable for
+        /// the pod's life), `*` globs (`web#*`, `demo.*#1`, `web*`), or a key prefix. More than
+        /// one pod: asked first on a terminal, refused without one unless `--yes`. (Changed: `#N`
+        /// was the pod's position among the sorted keys.)
         pod: String,
+        /// Act on several pods without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[command(flatten)]
         zk: ZkArgs,
     },
     /// Make a pod drop its ZooKeeper session and register again.
     Reset {
-        /// A key prefix, or `cluster#index`.
+        /// The pods: `cluster#SEQ` (SEQ is the pod's seq, the `#` column of `ls`, stable for
+        /// the pod's life), `*` globs (`web#*`, `demo.*#1`, `web*`), or a key prefix. More than
+        /// one pod: asked first on a terminal, refused without one unless `--yes`. (Changed: `#N`
+        /// was the pod's position among the sorted keys.)
         pod: String,
+        /// Act on several pods without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[command(flatten)]
         zk: ZkArgs,
     },
     /// Run a pod's signal hook with a JSON body.
     Signal {
-        /// A key prefix, or `cluster#index`.
+        /// The pods: `cluster#SEQ` (SEQ is the pod's seq, the `#` column of `ls`, stable for
+        /// the pod's life), `*` globs (`web#*`, `demo.*#1`, `web*`), or a key prefix. More than
+        /// one pod: asked first on a terminal, refused without one unless `--yes`. (Changed: `#N`
+        /// was the pod's position among the sorted keys.)
         pod: String,
+        /// Act on several pods without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
         /// The JSON body handed to the hook.
         #[arg(long = "body", default_value = "{}")]
         body: String,
@@ -112,8 +146,14 @@ enum Command {
     },
     /// Run one of a pod's `[tools.NAME]`.
     Exec {
-        /// A key prefix, or `cluster#index`.
+        /// The pods: `cluster#SEQ` (SEQ is the pod's seq, the `#` column of `ls`, stable for
+        /// the pod's life), `*` globs (`web#*`, `demo.*#1`, `web*`), or a key prefix. More than
+        /// one pod: asked first on a terminal, refused without one unless `--yes`. (Changed: `#N`
+        /// was the pod's position among the sorted keys.)
         pod: String,
+        /// Act on several pods without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
         /// The tool's name.
         tool: String,
         /// Arguments for the tool.
@@ -272,20 +312,29 @@ async fn dispatch(
         Command::Ls { pattern, zk } => ops::ls(&ops::Ctx::new(&zk, &env), pattern.as_deref()).await,
         Command::Info { pod, view, zk } => ops::info(&ops::Ctx::new(&zk, &env), &pod, view).await,
         Command::Log { pod, follow, zk } => ops::log(&ops::Ctx::new(&zk, &env), &pod, follow).await,
-        Command::On { pod, zk } => ops::control(&ops::Ctx::new(&zk, &env), &pod, "on").await,
-        Command::Off { pod, zk } => ops::control(&ops::Ctx::new(&zk, &env), &pod, "off").await,
-        Command::Kill { pod, zk } => ops::control(&ops::Ctx::new(&zk, &env), &pod, "kill").await,
-        Command::Reset { pod, zk } => ops::reset(&ops::Ctx::new(&zk, &env), &pod).await,
-        Command::Signal { pod, body, zk } => {
-            ops::signal(&ops::Ctx::new(&zk, &env), &pod, &body).await
+        Command::On { pod, yes, zk } => {
+            ops::control(&ops::Ctx::new(&zk, &env).yes(yes), &pod, "on").await
+        }
+        Command::Off { pod, yes, zk } => {
+            ops::control(&ops::Ctx::new(&zk, &env).yes(yes), &pod, "off").await
+        }
+        Command::Kill { pod, yes, zk } => {
+            ops::control(&ops::Ctx::new(&zk, &env).yes(yes), &pod, "kill").await
+        }
+        Command::Reset { pod, yes, zk } => {
+            ops::reset(&ops::Ctx::new(&zk, &env).yes(yes), &pod).await
+        }
+        Command::Signal { pod, body, yes, zk } => {
+            ops::signal(&ops::Ctx::new(&zk, &env).yes(yes), &pod, &body).await
         }
         Command::Exec {
             pod,
             tool,
             args,
             files,
+            yes,
             zk,
-        } => ops::exec(&ops::Ctx::new(&zk, &env), &pod, &tool, args, files).await,
+        } => ops::exec(&ops::Ctx::new(&zk, &env).yes(yes), &pod, &tool, args, files).await,
         Command::Hash { cluster, zk } => ops::hash(&ops::Ctx::new(&zk, &env), &cluster).await,
         Command::Watch { pattern, count, zk } => {
             ops::watch(&ops::Ctx::new(&zk, &env), pattern.as_deref(), count).await

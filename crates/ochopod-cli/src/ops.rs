@@ -18,6 +18,7 @@ pub(crate) struct Ctx {
     zk: String,
     token: Option<String>,
     json: bool,
+    yes: bool,
 }
 
 impl Ctx {
@@ -36,7 +37,14 @@ impl Ctx {
                 .or_else(|| env.get("ochopod_token").cloned())
                 .filter(|t| !t.is_empty()),
             json: args.json,
+            yes: false,
         }
+    }
+
+    /// Acts on several pods without asking (`--yes`).
+    pub(crate) fn yes(mut self, yes: bool) -> Ctx {
+        self.yes = yes;
+        self
     }
 
     async fn dir(&self) -> Result<Directory, Fail> {
@@ -65,6 +73,11 @@ struct Found {
 }
 
 impl Found {
+    /// `cluster#seq`: how an operator names it.
+    fn label(&self) -> String {
+        format!("{}#{}", self.cluster, self.entry.seq)
+    }
+
     fn addr(&self) -> Result<String, Fail> {
         self.entry.registration.control_addr().ok_or_else(|| {
             Fail::from(anyhow!(
@@ -110,53 +123,177 @@ async fn all_pods(dir: &Directory, pattern: Option<&str>) -> Result<Vec<Found>, 
     Ok(out)
 }
 
-/// Resolves POD: a key prefix, or `cluster#index` (`ns.cluster#0`, or `cluster#0` when the
-/// name is unique across namespaces).
-async fn resolve(dir: &Directory, pod: &str) -> Result<Found, Fail> {
-    let pods = all_pods(dir, None).await?;
-    let matches: Vec<Found> = if let Some((cluster, index)) = pod.split_once('#') {
-        let index: usize = index.parse().map_err(|_| {
-            Fail::usage(anyhow!(
-                "{pod:?}: the part after # must be an index, e.g. web#0"
-            ))
-        })?;
-        let clusters: Vec<String> = {
-            let mut c: Vec<String> = pods
-                .iter()
-                .map(|p| p.cluster.clone())
-                .filter(|c| c == cluster || c.split_once('.').map(|x| x.1) == Some(cluster))
-                .collect();
-            c.dedup();
-            c
-        };
-        if clusters.len() > 1 {
-            return Err(Fail::usage(anyhow!(
-                "{pod:?} is ambiguous: clusters {} match; write namespace.cluster#index",
-                clusters.join(", ")
-            )));
+/// `*` matches any run of characters; everything else matches itself.
+fn star_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut back: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            back = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((bp, bt)) = back {
+            pi = bp + 1;
+            ti = bt + 1;
+            back = Some((bp, bt + 1));
+        } else {
+            return false;
         }
-        pods.into_iter()
-            .filter(|p| clusters.contains(&p.cluster) && p.index == index)
-            .collect()
-    } else {
-        pods.into_iter()
-            .filter(|p| p.entry.key.starts_with(pod))
-            .collect()
-    };
-    match matches.len() {
-        0 => Err(Fail::usage(anyhow!(
-            "no pod matches {pod:?} (give a key prefix or cluster#index; see `ochopod ls`)"
-        ))),
-        1 => Ok(matches.into_iter().next().expect("one")),
-        n => Err(Fail::usage(anyhow!(
-            "{pod:?} is ambiguous: {n} pods match ({}); give more of the key",
-            matches
-                .iter()
-                .map(|m| m.entry.key.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
     }
+    p[pi..].iter().all(|b| *b == b'*')
+}
+
+/// Resolves TARGET to its pods, ordered by cluster then seq:
+/// - `cluster#SEQ`: the pod of that seq (stable for its life, unlike a position among the
+///   pods); `cluster` is `ns.cluster`, or `cluster` when the name is unique across namespaces;
+/// - `*` globs in either part (`web#*`, `demo.*#1`), or a glob without `#` (`web*`: every pod
+///   of the matching clusters);
+/// - otherwise a key prefix, which must name one pod.
+async fn resolve_many(dir: &Directory, target: &str) -> Result<Vec<Found>, Fail> {
+    let pods = all_pods(dir, None).await?;
+    let (cluster, seq) = match target.split_once('#') {
+        Some((c, s)) => (Some(c), s),
+        None if target.contains('*') => (Some(target), "*"),
+        None => (None, ""),
+    };
+    let mut matches: Vec<Found> = match cluster {
+        Some(cluster) => {
+            if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit() || b == b'*') {
+                return Err(Fail::usage(anyhow!(
+                    "{target:?}: the part after # must be the pod's seq (the # column of \
+                     `ochopod ls`), e.g. web#3, or a glob such as web#*"
+                )));
+            }
+            let full = if cluster.contains('.') {
+                cluster.to_string()
+            } else {
+                format!("*.{cluster}")
+            };
+            let mut clusters: Vec<&str> = pods
+                .iter()
+                .map(|p| p.cluster.as_str())
+                .filter(|c| star_match(&full, c))
+                .collect();
+            clusters.dedup();
+            if !cluster.contains('*') && clusters.len() > 1 {
+                return Err(Fail::usage(anyhow!(
+                    "{target:?} is ambiguous: clusters {} match; write namespace.cluster#seq",
+                    clusters.join(", ")
+                )));
+            }
+            let clusters: Vec<String> = clusters.into_iter().map(String::from).collect();
+            pods.into_iter()
+                .filter(|p| {
+                    clusters.contains(&p.cluster) && star_match(seq, &p.entry.seq.to_string())
+                })
+                .collect()
+        }
+        None => {
+            let found: Vec<Found> = pods
+                .into_iter()
+                .filter(|p| p.entry.key.starts_with(target))
+                .collect();
+            if found.len() > 1 {
+                return Err(Fail::usage(anyhow!(
+                    "{target:?} is ambiguous: {} pods match ({}); give more of the key, or \
+                     name them cluster#seq",
+                    found.len(),
+                    found
+                        .iter()
+                        .map(|m| m.entry.key.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            found
+        }
+    };
+    if matches.is_empty() {
+        return Err(Fail::usage(anyhow!(
+            "no pod matches {target:?} (give cluster#seq, a glob such as web#*, or a key \
+             prefix; see `ochopod ls`)"
+        )));
+    }
+    matches.sort_by(|a, b| (&a.cluster, a.entry.seq).cmp(&(&b.cluster, b.entry.seq)));
+    Ok(matches)
+}
+
+/// Resolves TARGET to exactly one pod (for `info` and `log`).
+async fn resolve(dir: &Directory, target: &str) -> Result<Found, Fail> {
+    let mut found = resolve_many(dir, target).await?;
+    if found.len() > 1 {
+        return Err(Fail::usage(anyhow!(
+            "{target:?} matches {} pods ({}); name one",
+            found.len(),
+            labels(&found)
+        )));
+    }
+    Ok(found.remove(0))
+}
+
+fn labels(pods: &[Found]) -> String {
+    pods.iter().map(Found::label).collect::<Vec<_>>().join(", ")
+}
+
+/// Resolves TARGET for a command that acts; more than one pod is asked first on a terminal,
+/// and refused without one unless `--yes`.
+async fn acting(ctx: &Ctx, dir: &Directory, target: &str, verb: &str) -> Result<Vec<Found>, Fail> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let pods = resolve_many(dir, target).await?;
+    if pods.len() < 2 || ctx.yes {
+        return Ok(pods);
+    }
+    let n = pods.len();
+    if !std::io::stdin().is_terminal() {
+        return Err(Fail::usage(anyhow!(
+            "`{verb}` would act on {n} pods ({}) and there is no terminal to ask on: add --yes \
+             to act on all of them, or name one pod",
+            labels(&pods)
+        )));
+    }
+    eprint!("{verb} {n} pods ({})? [y/N] ", labels(&pods));
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(pods)
+    } else {
+        Err(Fail::from(anyhow!("not confirmed: nothing done")))
+    }
+}
+
+/// Runs `one` on every pod in turn: the exit code is the first pod's failure, else the worst
+/// code; a failure is printed and the next pod goes on.
+async fn each<'a, F, Fut>(pods: &'a [Found], one: F) -> Result<u8, Fail>
+where
+    F: Fn(&'a Found) -> Fut,
+    Fut: std::future::Future<Output = Result<u8, Fail>>,
+{
+    if let [single] = pods {
+        return one(single).await;
+    }
+    let mut code = 0u8;
+    let mut failed = 0;
+    for pod in pods {
+        match one(pod).await {
+            Ok(c) => code = code.max(c),
+            Err(f) => {
+                failed += 1;
+                eprintln!("ochopod: {}: {:#}", pod.label(), f.error);
+                code = code.max(f.code);
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Fail {
+            code,
+            error: anyhow!("{failed} of {} pods failed", pods.len()),
+        });
+    }
+    Ok(code)
 }
 
 fn print_json(v: &Value) {
@@ -208,7 +345,7 @@ async fn rows(ctx: &Ctx, dir: &Directory, pattern: Option<&str>) -> Result<Vec<V
 
 fn table(rows: &[Value]) -> String {
     let headers = [
-        "CLUSTER", "#", "KEY", "SEQ", "IP", "PORTS", "STATE", "PROCESS", "STATUS",
+        "CLUSTER", "#", "KEY", "INDEX", "IP", "PORTS", "STATE", "PROCESS", "STATUS",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -224,9 +361,11 @@ fn table(rows: &[Value]) -> String {
                 .unwrap_or_default();
             vec![
                 r["cluster"].as_str().unwrap_or("").to_string(),
-                r["index"].to_string(),
-                r["key"].as_str().unwrap_or("").chars().take(8).collect(),
+                // `#` is the seq, what `cluster#N` names (stable for the pod's life); INDEX is
+                // the pod's place among the sorted keys, which shifts when the cluster scales.
                 r["seq"].to_string(),
+                r["key"].as_str().unwrap_or("").chars().take(8).collect(),
+                r["index"].to_string(),
                 r["ip"].as_str().unwrap_or("").to_string(),
                 ports,
                 r["state"].as_str().unwrap_or("").to_string(),
@@ -400,10 +539,14 @@ fn report(ctx: &Ctx, what: &str, code: u16, body: &Value) -> Result<u8, Fail> {
 }
 
 pub(crate) async fn control(ctx: &Ctx, pod: &str, task: &str) -> Result<u8, Fail> {
-    let dir = ctx.dir().await?;
-    let found = resolve(&dir, pod).await?;
-    let addr = found.addr()?;
     let task: Task = task.parse().map_err(Fail::usage)?;
+    let dir = ctx.dir().await?;
+    let pods = acting(ctx, &dir, pod, &task.to_string()).await?;
+    each(&pods, |found| control_one(ctx, found, task)).await
+}
+
+async fn control_one(ctx: &Ctx, found: &Found, task: Task) -> Result<u8, Fail> {
+    let addr = found.addr()?;
     // Every operator task goes with an empty body: an empty `on` is an operator's (as in 1.x),
     // which starts the pod's last configuration again and never re-renders.
     let body = bytes::Bytes::new();
@@ -422,7 +565,11 @@ pub(crate) async fn control(ctx: &Ctx, pod: &str, task: &str) -> Result<u8, Fail
 
 pub(crate) async fn reset(ctx: &Ctx, pod: &str) -> Result<u8, Fail> {
     let dir = ctx.dir().await?;
-    let found = resolve(&dir, pod).await?;
+    let pods = acting(ctx, &dir, pod, "reset").await?;
+    each(&pods, |found| reset_one(ctx, found)).await
+}
+
+async fn reset_one(ctx: &Ctx, found: &Found) -> Result<u8, Fail> {
     let reply = ctx
         .client()
         .reset(&found.addr()?, TIMEOUT)
@@ -440,13 +587,21 @@ pub(crate) async fn signal(ctx: &Ctx, pod: &str, body: &str) -> Result<u8, Fail>
     let body: Value =
         serde_json::from_str(body).map_err(|e| Fail::usage(anyhow!("--body is not JSON: {e}")))?;
     let dir = ctx.dir().await?;
-    let found = resolve(&dir, pod).await?;
+    let pods = acting(ctx, &dir, pod, "signal").await?;
+    let body = &body;
+    each(&pods, |found| signal_one(ctx, found, body, pods.len() > 1)).await
+}
+
+async fn signal_one(ctx: &Ctx, found: &Found, body: &Value, many: bool) -> Result<u8, Fail> {
     let reply = ctx
         .client()
-        .signal(&found.addr()?, &body, Duration::from_secs(60))
+        .signal(&found.addr()?, body, Duration::from_secs(60))
         .await
         .with_context(|| format!("pod {} is unreachable", found.entry.key))?;
     if reply.code == 200 && !ctx.json {
+        if many {
+            println!("{}:", found.label());
+        }
         print_json(&reply.body);
         return Ok(0);
     }
@@ -481,15 +636,28 @@ pub(crate) async fn exec(
         req.files.insert(name, data);
     }
     let dir = ctx.dir().await?;
-    let found = resolve(&dir, pod).await?;
+    let pods = acting(ctx, &dir, pod, "exec").await?;
+    let req = &req;
+    each(&pods, |found| exec_one(ctx, found, req, pods.len() > 1)).await
+}
+
+async fn exec_one(ctx: &Ctx, found: &Found, req: &ExecRequest, many: bool) -> Result<u8, Fail> {
+    let tool = &req.tool;
     let reply = ctx
         .client()
-        .exec(&found.addr()?, &req, Duration::from_secs(120))
+        .exec(&found.addr()?, req, Duration::from_secs(120))
         .await
         .with_context(|| format!("pod {} is unreachable", found.entry.key))?;
     if ctx.json {
         print_json(&reply.body);
     } else if reply.code == 200 {
+        if many {
+            println!(
+                "- {} (exit code {})",
+                found.label(),
+                reply.body["code"].as_i64().unwrap_or(-1)
+            );
+        }
         for l in reply.body["lines"].as_array().into_iter().flatten() {
             println!("{}", l.as_str().unwrap_or(""));
         }
