@@ -117,6 +117,16 @@ fn split_key(key: &str) -> Vec<String> {
     out.into_iter().filter(|s| !s.is_empty()).collect()
 }
 
+/// `ochopod_fan_out`: a whole number, 1 or more.
+fn fan_out_env(v: &str) -> anyhow::Result<usize> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(anyhow!(
+            "ochopod_fan_out = {v:?}: give how many control requests the leader may have in flight at once, a whole number of 1 or more (or set [model] fan_out in the spec)"
+        )),
+    }
+}
+
 fn truthy(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
 }
@@ -161,6 +171,13 @@ pub(crate) async fn run(
         binding_options: Default::default(),
     };
     let m = &spec.model;
+    let fan_out = match m.fan_out {
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => match env.get("ochopod_fan_out") {
+            Some(v) => fan_out_env(v).map_err(Fail::usage)?,
+            None => ochopod_core::settings::DEFAULT_FAN_OUT,
+        },
+    };
     let model = ModelSettings {
         damper: secs(m.damper, 0.0),
         probe_every: secs(m.probe_every, 60.0),
@@ -170,6 +187,7 @@ pub(crate) async fn run(
         control_timeout: secs(m.control_timeout, 90.0),
         has_probe: m.probe.as_deref().is_some_and(|c| !c.trim().is_empty()),
         retry_cap: Duration::from_secs(30),
+        fan_out,
     };
     let pr = &spec.process;
     let process = ProcessSettings {

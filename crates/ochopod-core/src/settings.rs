@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+/// The default of [`ModelSettings::fan_out`].
+pub const DEFAULT_FAN_OUT: usize = 256;
+
 /// The leader's settings for one cluster (the `[model]` table). `ModelSettings::default()`
 /// holds the defaults each field names:
 ///
@@ -18,6 +21,7 @@ use std::time::Duration;
 /// assert!(d.depends_on.is_empty() && !d.full_shutdown && !d.sequential && !d.has_probe);
 /// assert_eq!(d.control_timeout, Duration::from_secs(90));
 /// assert_eq!(d.retry_cap, Duration::from_secs(30));
+/// assert_eq!(d.fan_out, 256);
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSettings {
@@ -39,6 +43,10 @@ pub struct ModelSettings {
     pub has_probe: bool,
     /// Longest wait between two failed rounds (default 30 s).
     pub retry_cap: Duration,
+    /// Control requests the leader has in flight at once; the others queue (in the order the
+    /// round sends them), and a queued request of a round that ended is dropped, never sent.
+    /// 1 or more (0 counts as 1; default 256).
+    pub fan_out: usize,
 }
 
 impl Default for ModelSettings {
@@ -52,6 +60,7 @@ impl Default for ModelSettings {
             control_timeout: Duration::from_secs(90),
             has_probe: false,
             retry_cap: Duration::from_secs(30),
+            fan_out: DEFAULT_FAN_OUT,
         }
     }
 }

@@ -652,7 +652,6 @@ impl PodBuilder {
             process: self.process,
             pipe: self.config.pipe.unwrap_or(true),
             env: self.env,
-            fan_out: 256,
         };
         Ok((settings, self.reaper, self.log))
     }

@@ -49,8 +49,6 @@ pub(crate) struct RuntimeSettings {
     pub pipe: bool,
     /// The agent's environment, handed to the sub-process (plus `ochopod` and overrides).
     pub env: BTreeMap<String, String>,
-    /// Leader fan-out: at most this many control requests at once.
-    pub fan_out: usize,
 }
 
 /// Messages into the driver loop.
@@ -70,6 +68,9 @@ enum Msg {
         round: u64,
         key: String,
         reply: Answer,
+        /// The request's fan-out permit, released once the reply is handled (see
+        /// [`Driver::held`]).
+        permit: tokio::sync::OwnedSemaphorePermit,
     },
     Probe(Result<String, String>),
     Shutdown,
@@ -202,6 +203,11 @@ struct Driver<L> {
     /// fan-out limit check it once they get a permit, so an aborted round or a lost leadership
     /// stops sending at once.
     active_round: Arc<std::sync::atomic::AtomicU64>,
+    /// Fan-out permits of replies just handled, released at the end of [`Driver::drain`]:
+    /// once the leader has acted on a reply (a failure aborts the round and clears
+    /// `active_round`), not before, so a request queued behind it never slips out for a round
+    /// that this very reply ended.
+    held: Vec<tokio::sync::OwnedSemaphorePermit>,
     /// Set from a tear-down until the next spawn: the exit of the process's group leader is
     /// then reported only once its whole group is gone (or SIGKILLed at the grace).
     tearing_down: Arc<std::sync::atomic::AtomicBool>,
@@ -326,7 +332,7 @@ pub(crate) async fn run<L: Lifecycle>(
         let process = settings.process.clone();
         let key = settings.key.clone();
         let seq = settings.seq;
-        let fan_out = settings.fan_out.max(1);
+        let fan_out = settings.model.fan_out.clamp(1, Semaphore::MAX_PERMITS);
         let mut d = Driver {
             client: ochopod_http::Client::new(settings.token.clone()),
             settings,
@@ -349,6 +355,7 @@ pub(crate) async fn run<L: Lifecycle>(
             body_cache: BodyCache::default(),
             last_round_id: 0,
             active_round: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            held: Vec::new(),
             tearing_down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             shutdown: false,
             done: false,
@@ -507,10 +514,16 @@ impl<L: Lifecycle> Driver<L> {
                 }
                 self.pod.handle_exit(now, pid, code);
             }
-            Msg::LeaderReply { round, key, reply } => {
+            Msg::LeaderReply {
+                round,
+                key,
+                reply,
+                permit,
+            } => {
                 if let Some((l, _)) = &mut self.leader {
                     l.handle_reply(now, round, &key, reply);
                 }
+                self.held.push(permit);
             }
             Msg::Probe(result) => {
                 if let Some((l, _)) = &mut self.leader {
@@ -674,6 +687,7 @@ impl<L: Lifecycle> Driver<L> {
                 break;
             }
         }
+        self.held.clear();
     }
 
     fn do_pod(&mut self, action: PodAction) {
@@ -840,7 +854,9 @@ impl<L: Lifecycle> Driver<L> {
                     active.store(round, std::sync::atomic::Ordering::Relaxed);
                 }
                 tokio::spawn(async move {
-                    let _permit = permits.acquire_owned().await;
+                    let Ok(permit) = permits.acquire_owned().await else {
+                        return; // the semaphore is never closed
+                    };
                     // Queued behind the fan-out limit while the round ended (aborted, or the
                     // leadership lost): not sent. `ok` is sent after the round's end.
                     if task != Task::Ok
@@ -881,7 +897,12 @@ impl<L: Lifecycle> Driver<L> {
                         }
                         return;
                     }
-                    let _ = tx.send(Msg::LeaderReply { round, key, reply });
+                    let _ = tx.send(Msg::LeaderReply {
+                        round,
+                        key,
+                        reply,
+                        permit,
+                    });
                 });
             }
             LeaderAction::Commit {

@@ -87,6 +87,8 @@ pub struct ModelSection {
     pub control_timeout: Option<f64>,
     /// Cluster probe command: trimmed stdout = status; non-zero exit = failure.
     pub probe: Option<String>,
+    /// Control requests the leader has in flight at once (`ochopod_fan_out`).
+    pub fan_out: Option<i64>,
 }
 
 /// `[process]`.
@@ -251,6 +253,13 @@ impl Spec {
                 }
             }
         }
+        if let Some(n) = self.model.fan_out {
+            if n < 1 {
+                return bad(format!(
+                    "[model] fan_out = {n}: give how many control requests may be in flight at once, 1 or more"
+                ));
+            }
+        }
         for port in self.ports.keys() {
             if port.parse::<u16>().is_err() {
                 return bad(format!(
@@ -328,6 +337,8 @@ command = "rm -rf /tmp/x"
             ("[process]\ncommand = \"a\"\nargv = [\"a\"]\n", "keep one"),
             ("[process]\non_give_up = \"never\"\n", "\"off\" or \"exit\""),
             ("[model]\ndamper = -1.0\n", "0 or more"),
+            ("[model]\nfan_out = 0\n", "fan_out = 0: give how many"),
+            ("[model]\nfan_out = -3\n", "1 or more"),
             ("[ports]\n\"http\" = 80\n", "not a port number"),
             ("[[templates]]\nsource = \"a\"\n", "line 1"),
         ] {
