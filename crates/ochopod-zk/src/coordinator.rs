@@ -415,7 +415,19 @@ impl Actor {
         let mut backoff = Backoff::new();
         loop {
             let target = self.target.clone();
-            let attempt = async move { target.connect().await };
+            // Every host refusing the connection is known at once: said now, not after the
+            // client's connection timeout as a bare "timeout".
+            let attempt = async move {
+                let connect = target.connect();
+                tokio::pin!(connect);
+                tokio::select! {
+                    r = &mut connect => r,
+                    probe = crate::directory::refuse_early(&target.hosts) => match probe {
+                        Err(refused) => Err(refused),
+                        Ok(()) => connect.await,
+                    },
+                }
+            };
             tokio::pin!(attempt);
             let result = loop {
                 tokio::select! {

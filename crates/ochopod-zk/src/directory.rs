@@ -197,7 +197,7 @@ impl DirectoryWatch {
 /// Errors out when every host of `hosts` (`h1:p1,h2:p2`) refuses a TCP connection or cannot be
 /// resolved. A host that does not answer within a second may still be slow rather than absent:
 /// then the ZooKeeper client's own connect (bounded by the session timeout) decides.
-async fn refuse_early(hosts: &str) -> Result<(), Error> {
+pub(crate) async fn refuse_early(hosts: &str) -> Result<(), Error> {
     let mut errors = Vec::new();
     for host in hosts.split(',') {
         let attempt = tokio::time::timeout(
