@@ -167,13 +167,13 @@ fn operator_commands_against_a_live_cluster() -> anyhow::Result<()> {
         .expect("a follower")
         .clone();
     let fa = by_key[&follower];
-    let info: Value = serde_json::from_str(&ok(z, &["info", &follower[..8]]))?;
+    let info: Value = serde_json::from_str(&ok(z, &["info", &follower[..8], "--json"]))?;
     assert_eq!(info["key"], follower.as_str());
     assert_eq!(info["state"], "follower");
     for key in &keys {
         let seq = infos[key].seq.expect("seq");
         for name in [format!("cli.web#{seq}"), format!("web#{seq}")] {
-            let v: Value = serde_json::from_str(&ok(z, &["info", &name]))?;
+            let v: Value = serde_json::from_str(&ok(z, &["info", &name, "--json"]))?;
             assert_eq!(v["key"], key.as_str(), "{name}");
         }
     }
@@ -515,7 +515,7 @@ fn pods_are_named_by_seq_and_globs_act_on_many_after_asking() -> anyhow::Result<
             format!("cli.addr#{seq}"),
             format!("cli.a*#{seq}"),
         ] {
-            let v: Value = serde_json::from_str(&ok(z, &["info", &name]))?;
+            let v: Value = serde_json::from_str(&ok(z, &["info", &name, "--json"]))?;
             assert_eq!(
                 v["key"],
                 info.key.as_str(),

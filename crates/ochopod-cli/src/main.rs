@@ -33,7 +33,8 @@ struct ZkArgs {
     /// Control-plane token, for on/off/kill/reset/signal/exec (`ochopod_token`).
     #[arg(long, global = true)]
     token: Option<String>,
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table (ls, info, log, hash, watch, and the replies of on, off,
+    /// kill, reset, signal and exec).
     #[arg(long, global = true)]
     json: bool,
 }
@@ -309,23 +310,27 @@ async fn dispatch(
             clap_complete::generate(shell, &mut cmd, "ochopod", &mut std::io::stdout());
             Ok(0)
         }
-        Command::Ls { pattern, zk } => ops::ls(&ops::Ctx::new(&zk, &env), pattern.as_deref()).await,
-        Command::Info { pod, view, zk } => ops::info(&ops::Ctx::new(&zk, &env), &pod, view).await,
-        Command::Log { pod, follow, zk } => ops::log(&ops::Ctx::new(&zk, &env), &pod, follow).await,
+        Command::Ls { pattern, zk } => {
+            ops::ls(&ops::Ctx::new(&zk, &env)?, pattern.as_deref()).await
+        }
+        Command::Info { pod, view, zk } => ops::info(&ops::Ctx::new(&zk, &env)?, &pod, view).await,
+        Command::Log { pod, follow, zk } => {
+            ops::log(&ops::Ctx::new(&zk, &env)?, &pod, follow).await
+        }
         Command::On { pod, yes, zk } => {
-            ops::control(&ops::Ctx::new(&zk, &env).yes(yes), &pod, "on").await
+            ops::control(&ops::Ctx::new(&zk, &env)?.yes(yes), &pod, "on").await
         }
         Command::Off { pod, yes, zk } => {
-            ops::control(&ops::Ctx::new(&zk, &env).yes(yes), &pod, "off").await
+            ops::control(&ops::Ctx::new(&zk, &env)?.yes(yes), &pod, "off").await
         }
         Command::Kill { pod, yes, zk } => {
-            ops::control(&ops::Ctx::new(&zk, &env).yes(yes), &pod, "kill").await
+            ops::control(&ops::Ctx::new(&zk, &env)?.yes(yes), &pod, "kill").await
         }
         Command::Reset { pod, yes, zk } => {
-            ops::reset(&ops::Ctx::new(&zk, &env).yes(yes), &pod).await
+            ops::reset(&ops::Ctx::new(&zk, &env)?.yes(yes), &pod).await
         }
         Command::Signal { pod, body, yes, zk } => {
-            ops::signal(&ops::Ctx::new(&zk, &env).yes(yes), &pod, &body).await
+            ops::signal(&ops::Ctx::new(&zk, &env)?.yes(yes), &pod, &body).await
         }
         Command::Exec {
             pod,
@@ -334,10 +339,19 @@ async fn dispatch(
             files,
             yes,
             zk,
-        } => ops::exec(&ops::Ctx::new(&zk, &env).yes(yes), &pod, &tool, args, files).await,
-        Command::Hash { cluster, zk } => ops::hash(&ops::Ctx::new(&zk, &env), &cluster).await,
+        } => {
+            ops::exec(
+                &ops::Ctx::new(&zk, &env)?.yes(yes),
+                &pod,
+                &tool,
+                args,
+                files,
+            )
+            .await
+        }
+        Command::Hash { cluster, zk } => ops::hash(&ops::Ctx::new(&zk, &env)?, &cluster).await,
         Command::Watch { pattern, count, zk } => {
-            ops::watch(&ops::Ctx::new(&zk, &env), pattern.as_deref(), count).await
+            ops::watch(&ops::Ctx::new(&zk, &env)?, pattern.as_deref(), count).await
         }
     }
 }

@@ -22,14 +22,21 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub(crate) fn new(args: &ZkArgs, env: &BTreeMap<String, String>) -> Ctx {
+    /// `--zk` wins, then `ochopod_zk` (an empty variable counts as unset), then 127.0.0.1:2181;
+    /// an empty `--zk` is an error, not the default.
+    pub(crate) fn new(args: &ZkArgs, env: &BTreeMap<String, String>) -> Result<Ctx, Fail> {
+        if args.zk.as_deref().is_some_and(|z| z.trim().is_empty()) {
+            return Err(Fail::usage(anyhow!(
+                "--zk is empty: give a ZooKeeper connection string (e.g. --zk 127.0.0.1:2181), or leave the flag out to use ochopod_zk or 127.0.0.1:2181"
+            )));
+        }
         let zk = args
             .zk
             .clone()
             .or_else(|| env.get("ochopod_zk").cloned())
-            .filter(|z| !z.is_empty())
+            .filter(|z| !z.trim().is_empty())
             .unwrap_or_else(|| "127.0.0.1:2181".to_string());
-        Ctx {
+        Ok(Ctx {
             zk,
             token: args
                 .token
@@ -38,7 +45,7 @@ impl Ctx {
                 .filter(|t| !t.is_empty()),
             json: args.json,
             yes: false,
-        }
+        })
     }
 
     /// Acts on several pods without asking (`--yes`).
@@ -324,7 +331,7 @@ async fn rows(ctx: &Ctx, dir: &Directory, pattern: Option<&str>) -> Result<Vec<V
                 Ok(i) => (
                     i["state"].as_str().unwrap_or("").to_string(),
                     i["process"].as_str().unwrap_or("").to_string(),
-                    i["status"].as_str().unwrap_or("").to_string(),
+                    status_of(i),
                 ),
                 Err(e) => ("unreachable".to_string(), "?".to_string(), format!("* {e}")),
             };
@@ -341,6 +348,33 @@ async fn rows(ctx: &Ctx, dir: &Directory, pattern: Option<&str>) -> Result<Vec<V
             })
         })
         .collect())
+}
+
+/// The STATUS of `ls`: the leader's status and, for a pod whose process is not running, why
+/// (its last failure, shortened to one line).
+fn status_of(info: &Value) -> String {
+    let status = info["status"].as_str().unwrap_or("").to_string();
+    let process = info["process"].as_str().unwrap_or("");
+    let failure = info["last_failure"].as_str().unwrap_or("");
+    if matches!(process, "running" | "terminating") || failure.is_empty() {
+        return status;
+    }
+    let why = shorten(failure, 70);
+    if status.is_empty() {
+        why
+    } else {
+        format!("{status}; {why}")
+    }
+}
+
+/// The first line of `text`, cut to `max` characters with an ellipsis.
+fn shorten(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.chars().count() <= max && !text.trim().contains('\n') {
+        return line.to_string();
+    }
+    let cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    format!("{}…", cut.trim_end())
 }
 
 fn table(rows: &[Value]) -> String {
@@ -472,8 +506,30 @@ pub(crate) async fn info(
             path.display()
         );
     }
-    print_json(&info);
+    if ctx.json {
+        print_json(&info);
+    } else {
+        print!("{}", info_table(&info));
+    }
     Ok(0)
+}
+
+/// `/info` as `FIELD  VALUE` lines: strings as they are, everything else as compact JSON.
+fn info_table(info: &Value) -> String {
+    let Some(fields) = info.as_object() else {
+        return format!("{info}\n");
+    };
+    let width = fields.keys().map(|k| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in fields {
+        let value = match v {
+            Value::String(s) => s.clone(),
+            Value::Null => "-".to_string(),
+            other => other.to_string(),
+        };
+        out.push_str(&format!("{k:<width$}  {value}\n"));
+    }
+    out
 }
 
 pub(crate) async fn log(ctx: &Ctx, pod: &str, follow: bool) -> Result<u8, Fail> {
@@ -672,6 +728,24 @@ async fn exec_one(ctx: &Ctx, found: &Found, req: &ExecRequest, many: bool) -> Re
 pub(crate) async fn hash(ctx: &Ctx, cluster: &str) -> Result<u8, Fail> {
     let dir = ctx.dir().await?;
     let hash = dir.hash(cluster).await.map_err(Fail::usage)?;
+    let known = dir.clusters().await?;
+    if !known.iter().any(|c| c == cluster) {
+        let shown: Vec<&str> = known.iter().take(8).map(String::as_str).collect();
+        return Err(Fail::usage(anyhow!(
+            "no cluster {cluster:?} in ZooKeeper at {} (give namespace.cluster; known: {}{})",
+            ochopod_core::wire::strip_zk_credentials(&ctx.zk),
+            if shown.is_empty() {
+                "none".to_string()
+            } else {
+                shown.join(", ")
+            },
+            if known.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        )));
+    }
     let leader = dir.leader(cluster).await?;
     if ctx.json {
         print_json(&json!({ "cluster": cluster, "hash": hash, "leader": leader }));

@@ -21,10 +21,11 @@ pub(crate) struct RunArgs {
     /// Cluster (beats the spec's `[pod] cluster`).
     #[arg(long)]
     cluster: Option<String>,
-    /// Control port (beats the spec's `[pod] port`).
+    /// The control port inside the container (beats the spec's `[pod] port`); `[ports]` maps
+    /// it to the host port other pods and `ochopod` reach.
     #[arg(long)]
     port: Option<u16>,
-    /// ZooKeeper connection string (beats the spec's `[pod] zk`).
+    /// ZooKeeper connection string (beats the spec's `[pod] zk`; not empty).
     #[arg(long)]
     zk: Option<String>,
     /// Binding: local, generic, marathon, marathon-ec2, kubernetes, kubernetes-ec2, auto.
@@ -49,7 +50,8 @@ pub(crate) struct RenderArgs {
     /// Render as this pod (a key of the view); default: the view's `key`.
     #[arg(long)]
     key: Option<String>,
-    /// Write the rendered files under this folder instead of their targets, and print them.
+    /// Write the rendered files under this folder instead of their targets (one line per
+    /// file names where it went; the contents are not printed).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -58,47 +60,87 @@ fn secs(v: Option<f64>, default: f64) -> Duration {
     Duration::from_secs_f64(v.unwrap_or(default))
 }
 
-/// Reads the spec with `--set` overrides applied.
+/// Reads the spec with `--set` overrides applied. Errors of the file itself name its own line;
+/// an error that a `--set` brought names that `--set`.
 fn load_spec(path: &PathBuf, sets: &[String]) -> Result<Spec, Fail> {
+    let alone = Spec::load(path);
     if sets.is_empty() {
-        return Spec::load(path).map_err(Fail::usage);
+        return alone.map_err(Fail::usage);
     }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read spec {}", path.display()))
         .map_err(Fail::usage)?;
-    let mut doc: toml::Table = toml::from_str(&text)
-        .map_err(|e| Fail::usage(anyhow!("spec {}: {}", path.display(), e.message())))?;
-    for set in sets {
-        let (key, value) = set.split_once('=').ok_or_else(|| {
-            Fail::usage(anyhow!(
-                "--set {set:?}: write KEY=VALUE, e.g. --set model.damper=2"
-            ))
-        })?;
-        let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(value.to_string()));
-        let parts: Vec<String> = split_key(key);
-        let (last, path_parts) = parts
-            .split_last()
-            .ok_or_else(|| Fail::usage(anyhow!("--set {set:?}: empty key")))?;
-        let mut table = &mut doc;
-        for p in path_parts {
-            table = table
-                .entry(p.clone())
-                .or_insert_with(|| toml::Value::Table(Default::default()))
-                .as_table_mut()
-                .ok_or_else(|| Fail::usage(anyhow!("--set {set:?}: {p} is not a table")))?;
-        }
-        table.insert(last.clone(), value);
-    }
+    // A file that is not TOML at all: its own error, with its line.
+    let doc: toml::Table = match toml::from_str(&text) {
+        Ok(doc) => doc,
+        Err(_) => return alone.map_err(Fail::usage),
+    };
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
-    let merged = toml::to_string(&doc).map_err(|e| Fail::usage(anyhow!("--set: {e}")))?;
-    Spec::parse(&merged, &format!("{} (with --set)", path.display()), dir).map_err(Fail::usage)
+    let origin = path.display().to_string();
+    let build = |doc: &toml::Table| Spec::from_table(doc.clone(), &origin, dir.clone());
+    let mut merged = doc.clone();
+    for set in sets {
+        apply_set(&mut merged, set)?;
+    }
+    let Err(error) = build(&merged) else {
+        return build(&merged).map_err(Fail::usage);
+    };
+    // Which part brought the error: the file (then report it with its line), or the first
+    // `--set` after which it appears.
+    let mut partial = doc;
+    let mut before = build(&partial).err().map(|e| e.0);
+    if before.as_deref() == Some(error.0.as_str()) {
+        return Err(Fail::usage(match alone {
+            Err(e) => anyhow!(e),
+            Ok(_) => anyhow!(error),
+        }));
+    }
+    for set in sets {
+        apply_set(&mut partial, set)?;
+        let now = build(&partial).err().map(|e| e.0);
+        if now.as_deref() == Some(error.0.as_str()) && before != now {
+            let why = error
+                .0
+                .strip_prefix(&format!("spec {origin}: "))
+                .unwrap_or(&error.0);
+            return Err(Fail::usage(anyhow!(
+                "spec {origin}: the value given by --set {set:?}: {why}"
+            )));
+        }
+        before = now;
+    }
+    Err(Fail::usage(anyhow!("{error} (with the --set overrides)")))
+}
+
+/// Applies one `--set KEY=VALUE` to a parsed spec.
+fn apply_set(doc: &mut toml::Table, set: &str) -> Result<(), Fail> {
+    let (key, value) = set.split_once('=').ok_or_else(|| {
+        Fail::usage(anyhow!(
+            "--set {set:?}: write KEY=VALUE, e.g. --set model.damper=2"
+        ))
+    })?;
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let parts: Vec<String> = split_key(key);
+    let (last, path_parts) = parts
+        .split_last()
+        .ok_or_else(|| Fail::usage(anyhow!("--set {set:?}: empty key")))?;
+    let mut table = doc;
+    for p in path_parts {
+        table = table
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .ok_or_else(|| Fail::usage(anyhow!("--set {set:?}: {p} is not a table")))?;
+    }
+    table.insert(last.clone(), value);
+    Ok(())
 }
 
 /// `model.damper` -> [model, damper]; `ports."9000"` -> [ports, 9000].
@@ -137,7 +179,16 @@ pub(crate) async fn run(
     env: BTreeMap<String, String>,
     log: ochopod::PodLog,
 ) -> Result<u8, Fail> {
+    if args.zk.as_deref().is_some_and(|z| z.trim().is_empty()) {
+        return Err(Fail::usage(anyhow!(
+            "--zk is empty: give a ZooKeeper connection string (e.g. --zk 127.0.0.1:2181), or leave the flag out"
+        )));
+    }
     let spec = load_spec(&args.spec, &args.sets)?;
+    // Everything that can be checked before starting: a missing or broken template is an
+    // error now, not a pod that goes dead at its first configuration.
+    spec.preflight()
+        .map_err(|e| Fail::usage(anyhow!("spec {}: {e}", args.spec.display())))?;
     let p = &spec.pod;
     let mut explicit = ochopod_bindings::Explicit {
         binding: args.binding.clone().or_else(|| p.binding.clone()),

@@ -218,6 +218,23 @@ impl Spec {
         Ok(spec)
     }
 
+    /// Builds a spec from an already parsed TOML table (a spec with `--set` overrides applied);
+    /// `origin` names it in errors, which carry no line (the table has none).
+    pub fn from_table(table: toml::Table, origin: &str, dir: PathBuf) -> Result<Spec, SpecError> {
+        let mut spec: Spec =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    SpecError(format!(
+                        "spec {origin}: {} (the keys are listed in docs/spec.md)",
+                        e.message().trim_end()
+                    ))
+                })?;
+        spec.dir = dir;
+        spec.validate(origin)?;
+        Ok(spec)
+    }
+
     fn validate(&self, origin: &str) -> Result<(), SpecError> {
         let bad = |what: String| Err(SpecError(format!("spec {origin}: {what}")));
         if self.process.command.is_some() && self.process.argv.is_some() {
@@ -276,6 +293,48 @@ impl Spec {
             if tool.command.trim().is_empty() {
                 return bad(format!("[tools.{name}] has an empty command"));
             }
+        }
+        Ok(())
+    }
+
+    /// What can be checked before the agent starts, beyond the spec's own keys: `[process]`
+    /// says what to run, every `[[templates]]` source can be read and parses, and so do the
+    /// templated values (`[process] env`, `probe_http`, `probe_tcp`). `ochopod run` exits 2
+    /// with this error rather than start a pod that would go dead at its first configuration.
+    pub fn preflight(&self) -> Result<(), SpecError> {
+        let p = &self.process;
+        let has_command = p.argv.as_ref().is_some_and(|a| !a.is_empty())
+            || p.command.as_ref().is_some_and(|c| !c.trim().is_empty());
+        if !has_command {
+            return Err(SpecError(
+                "[process] has no `command` or `argv`: say what the pod runs".into(),
+            ));
+        }
+        for t in &self.templates {
+            let source = self.path(&t.source);
+            let text = std::fs::read_to_string(&source).map_err(|e| {
+                SpecError(format!(
+                    "[[templates]] source {:?}: cannot read {}: {e} (a relative source starts \
+                     at the spec's folder)",
+                    t.source,
+                    source.display()
+                ))
+            })?;
+            crate::template::check_syntax(&t.source, &text)
+                .map_err(|e| SpecError(e.to_string()))?;
+        }
+        let mut values: Vec<(String, &str)> = p
+            .env
+            .iter()
+            .map(|(k, v)| (format!("[process] env.{k}"), v.as_str()))
+            .collect();
+        for (name, v) in [("probe_http", &p.probe_http), ("probe_tcp", &p.probe_tcp)] {
+            if let Some(v) = v {
+                values.push((format!("[process] {name}"), v.as_str()));
+            }
+        }
+        for (name, text) in values {
+            crate::template::check_syntax(&name, text).map_err(|e| SpecError(e.to_string()))?;
         }
         Ok(())
     }
@@ -348,5 +407,30 @@ command = "rm -rf /tmp/x"
             assert!(err.contains("pod.toml"), "{text}: {err}");
             assert!(err.contains(needle), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn preflight_finds_missing_and_broken_templates_and_a_missing_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = |text: &str| Spec::parse(text, "pod.toml", dir.path().to_path_buf()).unwrap();
+        let with_template =
+            "[process]\ncommand = \"sleep 1\"\n[[templates]]\nsource = \"a.j2\"\ntarget = \"a\"\n";
+        let err = spec(with_template).preflight().unwrap_err().0;
+        assert!(err.contains("a.j2") && err.contains("cannot read"), "{err}");
+        std::fs::write(dir.path().join("a.j2"), "{{ cluster.size ").unwrap();
+        let err = spec(with_template).preflight().unwrap_err().0;
+        assert!(err.contains("a.j2") && err.contains("syntax"), "{err}");
+        std::fs::write(dir.path().join("a.j2"), "{{ cluster.size }}").unwrap();
+        spec(with_template).preflight().unwrap();
+        let err = spec("[process]\ncommand = \"x\"\nenv = { A = \"{% if %}\" }\n")
+            .preflight()
+            .unwrap_err()
+            .0;
+        assert!(err.contains("env.A"), "{err}");
+        let err = spec("[process]\nprobe_http = \"{{\"\n")
+            .preflight()
+            .unwrap_err()
+            .0;
+        assert!(err.contains("no `command` or `argv`"), "{err}");
     }
 }

@@ -46,6 +46,16 @@ impl Renderer {
     }
 }
 
+/// Checks that `source` (named `name` in errors) is a template minijinja can parse, without
+/// rendering it: the check `ochopod run` makes at start-up, before any cluster view exists.
+pub fn check_syntax(name: &str, source: &str) -> Result<(), TemplateError> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.template_from_named_str(name, source)
+        .map(drop)
+        .map_err(|e| describe(name, &e))
+}
+
 fn describe(name: &str, e: &minijinja::Error) -> TemplateError {
     let line = e.line().map(|l| format!(", line {l}")).unwrap_or_default();
     let mut msg = format!("template {name}{line}: {}", e.kind());
