@@ -421,8 +421,9 @@ fn ctrl_c_does_not_restart_the_process_during_the_shutdown() -> anyhow::Result<(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGINT,
     )?;
+    let died = format!("pid {pid} died");
     wait_until(Duration::from_secs(30), "the process to end", || {
-        if log(&agent).contains("process exited") {
+        if log(&agent).contains(&died) {
             Ok(())
         } else {
             Err(agent.log_tail(800))
@@ -432,14 +433,14 @@ fn ctrl_c_does_not_restart_the_process_during_the_shutdown() -> anyhow::Result<(
     let status = agent.wait_exit(Duration::from_secs(60))?;
     let text = log(&agent);
     assert_eq!(status.code(), Some(0), "{}", agent.log_tail(3000));
-    let exited = text.find("process exited").expect("seen above");
+    let exited = text.find(&died).expect("seen above");
     let left = text.find("left the cluster; tearing the process down");
     assert!(
         left.is_none_or(|l| exited < l),
         "the process ended after the agent left the cluster: the test proved nothing\n{text}"
     );
     assert_eq!(
-        text.matches("process started").count(),
+        text.matches(" as pid ").count(),
         1,
         "the process was started again during the stop:\n{text}"
     );
