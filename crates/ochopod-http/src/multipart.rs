@@ -272,6 +272,27 @@ mod tests {
         assert_eq!(parse(b"--b--\r\n", "b").unwrap(), vec![]);
     }
 
+    proptest::proptest! {
+        /// Any body, raw bytes or pieces of forms in any order, parses or names its problem.
+        #[test]
+        fn any_body_parses_or_errs_without_panicking(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            pieces in proptest::collection::vec(0usize..8, 0..24),
+        ) {
+            let _ = parse(&raw, "b");
+            let bits: [&[u8]; 8] = [
+                b"--b", b"\r\n", b"--", b"Content-Disposition: form-data; name=\"a\"",
+                b"; filename=\"f\"", b"name*=UTF-8''%C3", b"\"", b"x",
+            ];
+            let body: Vec<u8> = pieces.iter().flat_map(|i| bits[*i].iter().copied()).collect();
+            if let Ok(parts) = parse(&body, "b") {
+                for p in parts {
+                    proptest::prop_assert!(p.data.len() <= body.len());
+                }
+            }
+        }
+    }
+
     #[test]
     fn broken_forms_are_named() {
         for (body, why) in [
