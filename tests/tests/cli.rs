@@ -499,6 +499,10 @@ fn pods_are_named_by_seq_and_globs_act_on_many_after_asking() -> anyhow::Result<
     agents[first].sigterm()?;
     agents[first].wait_exit(WAIT)?;
     agents.remove(first);
+    // The survivors settle (a new leader's round, if the leaver led) before anything is turned
+    // off, so no round turns them on again behind the test's back.
+    let rest: Vec<&Agent> = agents.iter().collect();
+    wait_settled(&rest, &kz, NS, "addr", WAIT)?;
     wait_until(WAIT, "two pods listed", || {
         let rows: Value =
             serde_json::from_str(&ok(z, &["ls", "--json"])).map_err(|e| e.to_string())?;
