@@ -446,3 +446,47 @@ fn ctrl_c_does_not_restart_the_process_during_the_shutdown() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// A hook running when its agent is killed outright dies with it, its process group too.
+#[test]
+fn kill_9_of_the_agent_takes_a_running_hook_with_it() -> anyhow::Result<()> {
+    let zk = ZkServer::start()?;
+    let mut s = spec(&zk, "kill9hook")?;
+    s.command("sleep 600")
+        .hook(
+            "initialize",
+            "echo $$ > hook.pid; sleep 600 & exec sleep 600",
+        )
+        .set("hooks", "timeout", 600.0);
+    let agent = Agent::spawn(&s)?;
+    let hook: u32 = wait_until(Duration::from_secs(60), "the hook to run", || {
+        let text = std::fs::read_to_string(agent.dir().join("hook.pid")).unwrap_or_default();
+        text.trim().parse::<u32>().map_err(|_| agent.summary())
+    })?;
+    wait_until(
+        Duration::from_secs(30),
+        "two processes in the hook's group",
+        || {
+            let members = group_members(hook);
+            if members.len() == 2 {
+                Ok(())
+            } else {
+                Err(format!("{members:?}"))
+            }
+        },
+    )?;
+    agent.kill9()?;
+    wait_until(
+        Duration::from_secs(30),
+        "the hook's group to be gone",
+        || {
+            let left = group_members(hook);
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still alive: {left:?}"))
+            }
+        },
+    )?;
+    Ok(())
+}
