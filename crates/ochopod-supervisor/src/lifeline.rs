@@ -26,6 +26,8 @@
 //! * An ended group is struck off the list when the agent next reaps a child. A group that
 //!   empties without the agent noticing stays listed until then; if the agent dies inside that
 //!   window and the kernel has reused the number for a new group, the guard kills that group.
+//! * A process a `soft` tear-down left running is left running only while the agent lives: it
+//!   is still in a listed group when the agent exits.
 //! * As PID 1 (in a container) the agent starts no guard: when PID 1 dies the kernel kills
 //!   every process of its PID namespace.
 
