@@ -115,7 +115,7 @@ fn ctrl_c_leaves_nothing(job: &mut Child, dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Folder `podN` holds the pod that `ochopod ls` numbers N: the pod serving the web port given
-/// to folder N has seq N.
+/// to folder N has seq N, and its rendered members.txt calls it #N.
 fn pod_n_is_number_n(demo: &Path, web: &[u16]) -> anyhow::Result<()> {
     let zk_port = std::fs::read_to_string(demo.join("zk/zk.port"))?;
     let zk = format!("127.0.0.1:{}", zk_port.trim());
@@ -138,6 +138,12 @@ fn pod_n_is_number_n(demo: &Path, web: &[u16]) -> anyhow::Result<()> {
         assert_eq!(
             row["seq"], n,
             "pod{n} (web port {port}) is not #{n}: {rows}"
+        );
+        let members = std::fs::read_to_string(demo.join(format!("pod{n}/www/members.txt")))?;
+        let header = members.lines().next().unwrap_or("");
+        assert!(
+            header.ends_with(&format!("seen by pod #{n}")),
+            "pod{n}'s members.txt numbers it #{n}: {members}"
         );
     }
     Ok(())
