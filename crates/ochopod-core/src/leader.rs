@@ -15,13 +15,24 @@
 //! 4. [`Leader::handle_commit`] after every [`LeaderAction::Commit`].
 //! 5. [`Leader::handle_probe`] after every [`LeaderAction::Probe`].
 //! 6. [`Leader::handle_connection`] when the ZooKeeper session disconnects or comes back.
+//! 7. [`Leader::handle_pause`] when the operator pauses or resumes the cluster (before
+//!    [`Leader::handle_elected`] too, with the pause read at election).
+//!
+//! # Pause
+//!
+//! While the cluster is paused the leader keeps tracking membership and dependencies (and
+//! reports what changed) but starts no round, not even a retry; a round already under way
+//! finishes. Resuming starts one round at once if the cluster differs from its committed
+//! configuration.
 //!
 //! When leadership is lost, drop the machine: it holds no state worth keeping.
 
 use crate::deps::DependencyPattern;
 use crate::hash::config_hash;
 use crate::settings::ModelSettings;
-use crate::wire::{ControlBody, Dependencies, Pods, RoundReport, Task};
+use crate::wire::{
+    utc_text, ControlBody, Dependencies, Pause, PauseStatus, Pods, RoundReport, Task,
+};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,6 +144,10 @@ pub struct Leader {
     probing: bool,
     last_failure: Option<String>,
     dirty_since: Option<Instant>,
+    pause: Option<Pause>,
+    /// The last configuration this leader knows of (committed, or found committed at
+    /// election): what a paused cluster's pending changes are measured against.
+    baseline: Option<(Pods, Dependencies)>,
 }
 
 impl Leader {
@@ -157,6 +172,8 @@ impl Leader {
             probing: false,
             last_failure: None,
             dirty_since: None,
+            pause: None,
+            baseline: None,
         }
     }
 
@@ -195,6 +212,7 @@ impl Leader {
             self.actions.push_back(LeaderAction::WriteSnapshot {
                 snapshot: self.live_members(),
             });
+            self.baseline = Some((self.live_members(), self.dependency_views()));
         }
         self.evaluate(now);
     }
@@ -251,6 +269,53 @@ impl Leader {
         }
     }
 
+    /// The operator paused the cluster (`Some`, also when the pause's reason changed) or
+    /// resumed it (`None`). Resuming starts a round at once if anything changed meanwhile.
+    pub fn handle_pause(&mut self, now: Instant, pause: Option<Pause>) {
+        let resumed = self.pause.is_some() && pause.is_none();
+        self.pause = pause;
+        if resumed {
+            if let Phase::Pending { deadline } | Phase::Backoff { deadline } = &mut self.phase {
+                // The changes gathered while paused: no damper, no backoff left to wait out.
+                *deadline = now;
+            }
+        }
+        self.evaluate(now);
+    }
+
+    /// The operator's pause, while the cluster is paused.
+    pub fn pause(&self) -> Option<&Pause> {
+        self.pause.as_ref()
+    }
+
+    /// A paused cluster's report for `/info`: since when, why and what is pending.
+    pub fn pause_status(&self) -> Option<PauseStatus> {
+        let pause = self.pause.as_ref()?;
+        let pending = self.committed.as_deref() != Some(self.current_hash().as_str());
+        let mut status = PauseStatus {
+            since_ms: pause.since_ms,
+            reason: pause.reason.clone(),
+            pending,
+            ..Default::default()
+        };
+        if let Some((pods, deps)) = &self.baseline {
+            let live = self.live_members();
+            status.known = true;
+            status.joined = live
+                .keys()
+                .filter(|k| !pods.contains_key(*k))
+                .cloned()
+                .collect();
+            status.left = pods
+                .keys()
+                .filter(|k| !live.contains_key(*k))
+                .cloned()
+                .collect();
+            status.dependencies_changed = *deps != self.dependency_views();
+        }
+        Some(status)
+    }
+
     /// A pod answered (or failed to answer) a control request of round `round`.
     pub fn handle_reply(&mut self, now: Instant, round: u64, key: &str, reply: Answer) {
         let Phase::Round(r) = &mut self.phase else {
@@ -302,6 +367,7 @@ impl Leader {
                     _ => unreachable!("checked above"),
                 };
                 self.committed = r.committing.clone();
+                self.baseline = Some((r.members.clone(), r.dependencies.clone()));
                 self.failures = 0;
                 self.last_failure = None;
                 self.actions
@@ -335,7 +401,9 @@ impl Leader {
     /// A timer fired (call it whenever `now >= poll_timeout()`, spurious calls are fine).
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.phase {
-            Phase::Pending { deadline } | Phase::Backoff { deadline } if now >= deadline => {
+            Phase::Pending { deadline } | Phase::Backoff { deadline }
+                if now >= deadline && self.pause.is_none() =>
+            {
                 self.start_round(now);
             }
             _ => {}
@@ -363,7 +431,9 @@ impl Leader {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let phase = match self.phase {
-            Phase::Pending { deadline } | Phase::Backoff { deadline } if self.connected => {
+            Phase::Pending { deadline } | Phase::Backoff { deadline }
+                if self.connected && self.pause.is_none() =>
+            {
                 Some(deadline)
             }
             _ => None,
@@ -389,6 +459,8 @@ impl Leader {
     pub fn state(&self) -> &'static str {
         match (&self.phase, self.connected) {
             (_, false) => "leader (suspended: ZooKeeper disconnected)",
+            (Phase::Round(_), _) if self.pause.is_some() => "leader (paused, finishing a round)",
+            _ if self.pause.is_some() => "leader (paused)",
             (Phase::Clean, _) => "leader",
             (Phase::Pending { .. }, _) => "leader (configuration pending)",
             (Phase::Backoff { .. }, _) => "leader (retrying)",
@@ -398,6 +470,36 @@ impl Leader {
 
     /// The `status` string of `/info`: the probe's result, or the pending countdown.
     pub fn status(&self, now: Instant) -> String {
+        if let Some(p) = self.pause_status() {
+            let mut out = match p.since_ms {
+                0 => "paused".to_string(),
+                ms => format!("paused since {}", utc_text(ms)),
+            };
+            if !p.reason.is_empty() {
+                out.push_str(&format!(" ({})", p.reason));
+            }
+            if !p.pending {
+                out.push_str(": nothing pending");
+            } else if !p.known {
+                out.push_str(": changes pending");
+            } else {
+                let mut what = Vec::new();
+                if !p.joined.is_empty() {
+                    what.push(format!("{} joined", p.joined.len()));
+                }
+                if !p.left.is_empty() {
+                    what.push(format!("{} left", p.left.len()));
+                }
+                if p.dependencies_changed {
+                    what.push("dependencies changed".to_string());
+                }
+                if what.is_empty() {
+                    what.push("a round to retry".to_string());
+                }
+                out.push_str(&format!(": pending {}", what.join(", ")));
+            }
+            return out;
+        }
         match &self.phase {
             Phase::Pending { deadline } | Phase::Backoff { deadline } => {
                 let left = deadline.saturating_duration_since(now).as_secs_f64();
@@ -753,5 +855,122 @@ mod tests {
         l.handle_reply(t0, r2, "b", Answer::Status(200, String::new()));
         let (r, task, _) = first_control(&mut l);
         assert_eq!((r, task), (r2, Task::On));
+    }
+
+    fn pause(reason: &str) -> Pause {
+        Pause {
+            since_ms: 1_764_604_800_000,
+            reason: reason.to_string(),
+        }
+    }
+
+    fn clean_leader(t0: Instant, keys: &[&str]) -> Leader {
+        let settings = ModelSettings {
+            damper: Duration::from_secs(10),
+            ..Default::default()
+        };
+        let mut l = Leader::new(settings, "demo.web", Vec::new());
+        let hash = config_hash(&pods(keys), &BTreeSet::new(), &Dependencies::new());
+        l.handle_elected(t0, Some(hash), pods(keys), Vec::new());
+        while l.poll_action().is_some() {}
+        l
+    }
+
+    /// Paused: membership is tracked and reported, but no round starts however long it waits;
+    /// resuming starts one at once (no damper).
+    #[test]
+    fn a_paused_leader_tracks_changes_but_starts_no_round_until_resumed() {
+        let t0 = Instant::now();
+        let mut l = clean_leader(t0, &["a", "b"]);
+        l.handle_pause(t0, Some(pause("disk swap")));
+        assert_eq!(l.state(), "leader (paused)");
+        assert_eq!(
+            l.status(t0),
+            "paused since 2025-12-01 16:00:00 UTC (disk swap): nothing pending"
+        );
+        l.handle_members(t0, pods(&["b", "c"]));
+        for secs in [10, 60, 3600] {
+            let t = t0 + Duration::from_secs(secs);
+            assert_eq!(l.poll_timeout(), None, "no timer while paused");
+            l.handle_timeout(t);
+            assert_eq!(l.poll_action(), None, "no round while paused");
+        }
+        let p = l.pause_status().expect("paused");
+        assert!(p.pending && p.known);
+        assert_eq!(
+            (p.joined, p.left),
+            (vec!["c".to_string()], vec!["a".to_string()])
+        );
+        assert_eq!(
+            l.status(t0),
+            "paused since 2025-12-01 16:00:00 UTC (disk swap): pending 1 joined, 1 left"
+        );
+        let t1 = t0 + Duration::from_secs(7200);
+        l.handle_pause(t1, None);
+        assert_eq!(l.pause_status(), None);
+        let (_, task, _) = first_control(&mut l);
+        assert_eq!(task, Task::Check, "resuming runs the pending round at once");
+    }
+
+    /// Resuming a cluster where nothing changed starts nothing.
+    #[test]
+    fn resuming_an_unchanged_cluster_starts_no_round() {
+        let t0 = Instant::now();
+        let mut l = clean_leader(t0, &["a"]);
+        l.handle_pause(t0, Some(pause("")));
+        l.handle_members(t0, pods(&["a", "b"]));
+        l.handle_members(t0, pods(&["a"]));
+        assert_eq!(
+            l.status(t0),
+            "paused since 2025-12-01 16:00:00 UTC: nothing pending"
+        );
+        l.handle_pause(t0, None);
+        l.handle_timeout(t0 + Duration::from_secs(60));
+        assert_eq!(l.poll_action(), None);
+        assert_eq!(l.state(), "leader");
+    }
+
+    /// A pause read at election holds the first round too; a failed round's retry is held as
+    /// well, and a round under way when the pause lands finishes.
+    #[test]
+    fn a_pause_holds_the_first_round_and_retries_but_lets_a_round_finish() {
+        let t0 = Instant::now();
+        let mut l = Leader::new(ModelSettings::default(), "demo.web", Vec::new());
+        l.handle_pause(t0, Some(pause("x")));
+        l.handle_elected(t0, None, pods(&["a"]), Vec::new());
+        l.handle_timeout(t0 + Duration::from_secs(3600));
+        assert_eq!(l.poll_action(), None, "paused at election: no round");
+        assert_eq!(
+            l.pause_status().map(|p| (p.pending, p.known)),
+            Some((true, false)),
+            "a leader elected dirty knows no configuration to compare with"
+        );
+        l.handle_pause(t0, None);
+        let (r, task, key) = first_control(&mut l);
+        assert_eq!((task, key.as_str()), (Task::Check, "a"));
+        // The round fails: the retry waits for a resume.
+        l.handle_reply(t0, r, "a", Answer::Status(500, "boom".into()));
+        while l.poll_action().is_some() {}
+        l.handle_pause(t0, Some(pause("x")));
+        l.handle_timeout(t0 + Duration::from_secs(3600));
+        assert_eq!(l.poll_action(), None, "no retry while paused");
+        l.handle_pause(t0, None);
+        let (r, task, _) = first_control(&mut l);
+        assert_eq!(task, Task::Check);
+        // Paused mid-round: the round goes on to its commit.
+        l.handle_pause(t0, Some(pause("x")));
+        assert_eq!(l.state(), "leader (paused, finishing a round)");
+        l.handle_reply(t0, r, "a", Answer::Status(200, String::new()));
+        let (r2, task, _) = first_control(&mut l);
+        assert_eq!((r2, task), (r, Task::On));
+    }
+
+    #[test]
+    fn a_malformed_pause_node_still_pauses_and_says_how_to_fix_it() {
+        let p = Pause::from_slice(b"not json");
+        assert!(p.reason.contains("unreadable pause node"), "{}", p.reason);
+        assert_eq!(Pause::from_slice(b""), Pause::default());
+        assert_eq!(utc_text(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_text(951_782_400_000), "2000-02-29 00:00:00 UTC");
     }
 }

@@ -22,7 +22,9 @@ pub mod wire;
 
 pub use deps::DependencyPattern;
 pub use view::ClusterView;
-pub use wire::{ControlBody, Dependencies, Epoch, Info, Pods, Registration, Task, PROTOCOL};
+pub use wire::{
+    ControlBody, Dependencies, Epoch, Info, Pause, PauseStatus, Pods, Registration, Task, PROTOCOL,
+};
 
 /// Errors of the pure model: bad input, always with what is wrong and how to fix it.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

@@ -297,6 +297,83 @@ impl FromStr for Task {
     }
 }
 
+/// An operator's pause of a cluster (maintenance mode), the JSON of the cluster's `pause` node.
+///
+/// While the node exists the leader tracks membership but starts no configuration round.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    /// Milliseconds since the Unix epoch when the operator paused the cluster.
+    #[serde(default)]
+    pub since_ms: u64,
+    /// Why, as the operator gave it (may be empty).
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl Pause {
+    /// Reads a `pause` node's payload. The node's presence is what pauses the cluster, so a
+    /// payload that is not a pause still pauses it, with a reason saying what is wrong and how
+    /// to fix it.
+    pub fn from_slice(data: &[u8]) -> Pause {
+        if data.iter().all(u8::is_ascii_whitespace) {
+            return Pause::default();
+        }
+        serde_json::from_slice(data).unwrap_or_else(|e| Pause {
+            since_ms: 0,
+            reason: format!(
+                "unreadable pause node ({e}); `ochopod pause` rewrites it, `ochopod resume` \
+                 removes it"
+            ),
+        })
+    }
+}
+
+/// A paused cluster as its leader reports it in `/info` (`paused`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseStatus {
+    /// Milliseconds since the Unix epoch when the cluster was paused (0 when unknown).
+    pub since_ms: u64,
+    /// Why, as the operator gave it.
+    pub reason: String,
+    /// Whether the cluster differs from its committed configuration (resuming runs a round).
+    pub pending: bool,
+    /// Pods registered since the last configuration this leader knows of, by key.
+    #[serde(default)]
+    pub joined: Vec<String>,
+    /// Pods of that configuration gone since, by key.
+    #[serde(default)]
+    pub left: Vec<String>,
+    /// Whether a dependency's view changed since that configuration.
+    #[serde(default)]
+    pub dependencies_changed: bool,
+    /// False when this leader knows no configuration to compare with (elected while the
+    /// cluster differed from its committed hash): `joined`, `left` are then empty.
+    #[serde(default)]
+    pub known: bool,
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for milliseconds since the Unix epoch.
+pub fn utc_text(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days to civil date (Howard Hinnant's algorithm), for dates after 1970.
+    let z = days as i64 + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// One pod's answer in the leader's last round, as shown in `/info`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoundReport {
@@ -393,6 +470,9 @@ pub struct Info {
     /// stays bad; it takes no part in rounds until it reads well. Absent when there is none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unreadable: BTreeMap<String, String>,
+    /// Leader: the operator's pause of the cluster, while paused (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PauseStatus>,
 }
 
 /// A JSON error reply: `{"error": ...}`.
