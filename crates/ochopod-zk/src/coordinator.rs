@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::time::Duration;
 use std::time::Instant;
 
-use ochopod_core::{DependencyPattern, Epoch, Pods, Registration};
+use ochopod_core::{DependencyPattern, Epoch, Pause, Pods, Registration};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -90,6 +90,8 @@ pub enum ZkEvent {
         members: Pods,
         /// Every cluster currently matching a dependency.
         dependencies: Vec<DependencyUpdate>,
+        /// `P/pause`: the operator's pause of the cluster, if paused.
+        pause: Option<Pause>,
     },
     /// Leadership ended (lock or session lost, or leaving): no leader write lands after this.
     Deposed {
@@ -105,6 +107,8 @@ pub enum ZkEvent {
     /// Leader only: a matching cluster's snapshot or pod count changed, a matching cluster
     /// appeared, or one disappeared (`snapshot: None, has_pods: false`).
     Dependency(DependencyUpdate),
+    /// Leader only: `P/pause` was created, rewritten (`Some`) or deleted (`None`).
+    Pause(Option<Pause>),
     /// The answer to [`ZkCommand::Commit`].
     Committed {
         /// The round given in the command.
@@ -228,6 +232,8 @@ enum Tag {
     DepPods(String),
     /// `D/snapshot` of a dependency cluster.
     DepSnapshot(String),
+    /// `P/pause`.
+    Pause,
 }
 
 type WatchTx = mpsc::UnboundedSender<(Tag, WatchedEvent)>;
@@ -274,6 +280,7 @@ struct Leader {
     unreadable: Unreadables,
     members: Pods,
     deps: BTreeMap<String, DependencyUpdate>,
+    pause: Option<Pause>,
 }
 
 impl Drop for Leader {
@@ -893,6 +900,7 @@ impl Actor {
             unreadable: Unreadables::default(),
             members: Pods::new(),
             deps: BTreeMap::new(),
+            pause: None,
         });
         let (exists, task) = watch_exists(
             &client,
@@ -924,6 +932,10 @@ impl Actor {
         )
         .await?;
         leader.tasks.insert(Tag::Pods, task);
+        let pause_path = format!("{}/pause", self.p);
+        let task = watch_persistent(&client, &pause_path, Tag::Pause, sess.wtx.clone()).await?;
+        leader.tasks.insert(Tag::Pause, task);
+        leader.pause = layout::read_pause(&client, &self.p).await?;
         if !self.deps.is_empty() {
             let task = watch_persistent(&client, ROOT, Tag::Clusters, sess.wtx.clone()).await?;
             leader.tasks.insert(Tag::Clusters, task);
@@ -954,6 +966,7 @@ impl Actor {
             snapshot_exists,
             members: leader.members.clone(),
             dependencies: leader.deps.values().cloned().collect(),
+            pause: leader.pause.clone(),
         })
         .await;
         if !unreadable.is_empty() {
@@ -1073,6 +1086,7 @@ impl Actor {
                 self.refresh_members(sess).await;
             }
             Tag::Clusters => self.refresh_clusters(sess).await,
+            Tag::Pause => self.refresh_pause(sess).await,
             Tag::DepPods(cluster) => self.refresh_dep(sess, &cluster, false, true).await,
             Tag::DepSnapshot(cluster) => self.refresh_dep(sess, &cluster, true, false).await,
         }
@@ -1103,6 +1117,7 @@ impl Actor {
     async fn refresh_all(&mut self, sess: &mut Sess) {
         self.check_lock(sess).await;
         self.refresh_members(sess).await;
+        self.refresh_pause(sess).await;
         if !self.deps.is_empty() {
             self.refresh_clusters(sess).await;
             let clusters: Vec<String> = match &sess.role {
@@ -1112,6 +1127,25 @@ impl Actor {
             for cluster in clusters {
                 self.refresh_dep(sess, &cluster, true, true).await;
             }
+        }
+    }
+
+    /// Reads `P/pause` again and reports a change.
+    async fn refresh_pause(&mut self, sess: &mut Sess) {
+        let Role::Leading(leader) = &mut sess.role else {
+            return;
+        };
+        match layout::read_pause(&sess.client, &self.p).await {
+            Ok(pause) if pause != leader.pause => {
+                leader.pause = pause.clone();
+                match &pause {
+                    Some(p) => tracing::info!(reason = %p.reason, "cluster paused"),
+                    None => tracing::info!("cluster resumed"),
+                }
+                self.emit(ZkEvent::Pause(pause)).await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the cluster's pause node"),
         }
     }
 
@@ -1375,6 +1409,7 @@ mod tests {
             unreadable: Unreadables::default(),
             members: Pods::new(),
             deps: BTreeMap::new(),
+            pause: None,
         };
         let pods = Pods::new();
         let write = |hash: &'static str, epoch: Epoch| {

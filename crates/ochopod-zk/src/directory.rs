@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use ochopod_core::{Pods, Registration};
-use zookeeper_client::{AddWatchMode, Client, EventType, PersistentWatcher};
+use ochopod_core::{Pause, Pods, Registration};
+use zookeeper_client::{Acls, AddWatchMode, Client, CreateMode, EventType, PersistentWatcher};
 
 use crate::layout::{self, check_cluster, cluster_path, hex32, lock_prefix, lock_seq, ROOT};
 use crate::settings::{Target, ZkSettings};
@@ -105,6 +105,47 @@ impl Directory {
     pub async fn snapshot(&self, cluster: &str) -> Result<Option<Pods>, Error> {
         check_cluster(cluster)?;
         layout::read_snapshot(&self.client, &cluster_path(cluster)).await
+    }
+
+    /// The cluster's pause (`P/pause`), if paused.
+    pub async fn pause(&self, cluster: &str) -> Result<Option<Pause>, Error> {
+        check_cluster(cluster)?;
+        layout::read_pause(&self.client, &cluster_path(cluster)).await
+    }
+
+    /// Pauses the cluster (`Some`: writes `P/pause`, kept until resumed, whatever happens to
+    /// its pods) or resumes it (`None`: deletes it). The cluster must exist.
+    pub async fn set_pause(&self, cluster: &str, pause: Option<&Pause>) -> Result<(), Error> {
+        check_cluster(cluster)?;
+        let p = cluster_path(cluster);
+        let path = format!("{p}/pause");
+        let Some(pause) = pause else {
+            return match self.client.delete(&path, None).await {
+                Ok(()) | Err(zookeeper_client::Error::NoNode) => Ok(()),
+                Err(e) => Err(Error::zk("delete", path)(e)),
+            };
+        };
+        let data = serde_json::to_vec(pause).expect("a pause serializes");
+        match self.client.set_data(&path, &data, None).await {
+            Ok(_) => return Ok(()),
+            Err(zookeeper_client::Error::NoNode) => {}
+            Err(e) => return Err(Error::zk("set_data", path)(e)),
+        }
+        let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        match self.client.create(&path, &data, &options).await {
+            Ok(_) => Ok(()),
+            Err(zookeeper_client::Error::NoNode) => Err(Error::Input(format!(
+                "no cluster {cluster} in ZooKeeper (`ochopod ls` lists them)"
+            ))),
+            // Created meanwhile by another operator: write ours over it.
+            Err(zookeeper_client::Error::NodeExists) => self
+                .client
+                .set_data(&path, &data, None)
+                .await
+                .map(|_| ())
+                .map_err(Error::zk("set_data", path)),
+            Err(e) => Err(Error::zk("create", path)(e)),
+        }
     }
 
     /// The key of the pod holding `cluster`'s lock: the lowest `__lock__` contender, matched to

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ochopod_core::{Pods, Registration};
+use ochopod_core::{Pause, Pods, Registration};
 use zookeeper_client::{Client, MultiReadResult};
 
 use crate::Error;
@@ -216,6 +216,16 @@ pub(crate) async fn read_hash(client: &Client, p: &str) -> Result<Option<String>
     let path = format!("{p}/hash");
     match client.get_data(&path).await {
         Ok((data, _)) => Ok(Some(String::from_utf8_lossy(&data).trim().to_string())),
+        Err(zookeeper_client::Error::NoNode) => Ok(None),
+        Err(e) => Err(Error::zk("get_data", path)(e)),
+    }
+}
+
+/// `P/pause`, the operator's pause of the cluster (`None` when not paused).
+pub(crate) async fn read_pause(client: &Client, p: &str) -> Result<Option<Pause>, Error> {
+    let path = format!("{p}/pause");
+    match client.get_data(&path).await {
+        Ok((data, _)) => Ok(Some(Pause::from_slice(&data))),
         Err(zookeeper_client::Error::NoNode) => Ok(None),
         Err(e) => Err(Error::zk("get_data", path)(e)),
     }

@@ -613,6 +613,7 @@ impl<L: Lifecycle> Driver<L> {
                 snapshot_exists: _,
                 members,
                 dependencies,
+                pause,
             } => {
                 // The coordinator logs the election at INFO already.
                 debug!(%epoch, members = members.len(), "elected leader");
@@ -628,6 +629,7 @@ impl<L: Lifecycle> Driver<L> {
                     .into_iter()
                     .map(|d| (d.cluster, d.snapshot, d.has_pods))
                     .collect();
+                leader.handle_pause(now, pause);
                 leader.handle_elected(now, committed_hash, members, deps);
                 self.leader = Some((leader, epoch));
                 self.shared.metrics.leader.set(1);
@@ -640,6 +642,11 @@ impl<L: Lifecycle> Driver<L> {
                 self.shared.metrics.leader.set(0);
             }
             ZkEvent::Unreadable(nodes) => self.unreadable = nodes,
+            ZkEvent::Pause(pause) => {
+                if let Some((l, _)) = &mut self.leader {
+                    l.handle_pause(now, pause);
+                }
+            }
             ZkEvent::Members(pods) => {
                 if let Some((l, _)) = &mut self.leader {
                     l.handle_members(now, pods);
@@ -999,6 +1006,7 @@ impl<L: Lifecycle> Driver<L> {
             round_failure,
             pending_ms,
             unreadable: self.unreadable.clone(),
+            paused: self.leader.as_ref().and_then(|(l, _)| l.pause_status()),
         };
         let value = serde_json::to_value(&info).unwrap_or(Value::Null);
         *self.shared.info_value.write().expect("info lock") = value;
