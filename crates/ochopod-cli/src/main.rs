@@ -165,6 +165,33 @@ enum Command {
         #[command(flatten)]
         zk: ZkArgs,
     },
+    /// Pause clusters (maintenance mode): their leaders track pods joining and leaving but
+    /// start no configuration round until `resume`. Kept in ZooKeeper: survives leader
+    /// changes and agent restarts.
+    Pause {
+        /// `namespace.cluster`, `cluster` when unique, or a `*` glob (`demo.*`). More than one
+        /// cluster: asked first on a terminal, refused without one unless `--yes`.
+        cluster: String,
+        /// Why (shown by `ls` and the leader's /info).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Act on several clusters without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        zk: ZkArgs,
+    },
+    /// Resume paused clusters: a leader whose cluster changed meanwhile runs one round at once.
+    Resume {
+        /// `namespace.cluster`, `cluster` when unique, or a `*` glob (`demo.*`). More than one
+        /// cluster: asked first on a terminal, refused without one unless `--yes`.
+        cluster: String,
+        /// Act on several clusters without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        zk: ZkArgs,
+    },
     /// Print a cluster's committed configuration hash and leader.
     Hash {
         /// `namespace.cluster`.
@@ -348,6 +375,15 @@ async fn dispatch(
                 files,
             )
             .await
+        }
+        Command::Pause {
+            cluster,
+            reason,
+            yes,
+            zk,
+        } => ops::pause(&ops::Ctx::new(&zk, &env)?.yes(yes), &cluster, Some(&reason)).await,
+        Command::Resume { cluster, yes, zk } => {
+            ops::pause(&ops::Ctx::new(&zk, &env)?.yes(yes), &cluster, None).await
         }
         Command::Hash { cluster, zk } => ops::hash(&ops::Ctx::new(&zk, &env)?, &cluster).await,
         Command::Watch { pattern, count, zk } => {

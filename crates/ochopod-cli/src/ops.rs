@@ -345,6 +345,7 @@ async fn rows(ctx: &Ctx, dir: &Directory, pattern: Option<&str>) -> Result<Vec<V
                 "state": state,
                 "process": process,
                 "status": status,
+                "paused": info.as_ref().ok().map(|i| i["paused"].clone()).unwrap_or(Value::Null),
             })
         })
         .collect())
@@ -723,6 +724,96 @@ async fn exec_one(ctx: &Ctx, found: &Found, req: &ExecRequest, many: bool) -> Re
     }
     let code = reply.body["code"].as_i64().unwrap_or(1);
     Ok(if code == 0 { 0 } else { 1 })
+}
+
+/// Resolves a cluster name or glob for `pause`/`resume`: `ns.cl`, `cl` when unique, or `*`
+/// globs; more than one cluster is asked first on a terminal, refused without one unless
+/// `--yes`.
+async fn clusters_acting(
+    ctx: &Ctx,
+    dir: &Directory,
+    target: &str,
+    verb: &str,
+) -> Result<Vec<String>, Fail> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let full = if target.contains('.') {
+        target.to_string()
+    } else {
+        format!("*.{target}")
+    };
+    let found: Vec<String> = dir
+        .clusters()
+        .await?
+        .into_iter()
+        .filter(|c| star_match(&full, c))
+        .collect();
+    if found.is_empty() {
+        return Err(Fail::usage(anyhow!(
+            "no cluster matches {target:?} (`ochopod ls` lists them)"
+        )));
+    }
+    if !target.contains('*') && found.len() > 1 {
+        return Err(Fail::usage(anyhow!(
+            "{target:?} is ambiguous: clusters {} match; write namespace.cluster",
+            found.join(", ")
+        )));
+    }
+    if found.len() < 2 || ctx.yes {
+        return Ok(found);
+    }
+    let n = found.len();
+    if !std::io::stdin().is_terminal() {
+        return Err(Fail::usage(anyhow!(
+            "`{verb}` would act on {n} clusters ({}) and there is no terminal to ask on: add \
+             --yes to act on all of them, or name one cluster",
+            found.join(", ")
+        )));
+    }
+    eprint!("{verb} {n} clusters ({})? [y/N] ", found.join(", "));
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(found)
+    } else {
+        Err(Fail::from(anyhow!("not confirmed: nothing done")))
+    }
+}
+
+/// `pause` (with a reason) or `resume` (`None`) every cluster TARGET names.
+pub(crate) async fn pause(ctx: &Ctx, target: &str, reason: Option<&str>) -> Result<u8, Fail> {
+    let dir = ctx.dir().await?;
+    let verb = if reason.is_some() { "pause" } else { "resume" };
+    let clusters = clusters_acting(ctx, &dir, target, verb).await?;
+    let pause = reason.map(|r| ochopod_core::Pause {
+        since_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        reason: r.to_string(),
+    });
+    let mut out = Vec::new();
+    for cluster in &clusters {
+        // A pause already in place keeps its time and reason unless a new reason is given.
+        let pause = match (&pause, dir.pause(cluster).await?) {
+            (Some(new), Some(old)) if new.reason.is_empty() => Some(old),
+            (p, _) => p.clone(),
+        };
+        dir.set_pause(cluster, pause.as_ref())
+            .await
+            .with_context(|| format!("cannot {verb} {cluster}"))?;
+        out.push(json!({ "cluster": cluster, "paused": pause }));
+        if !ctx.json {
+            match &pause {
+                Some(p) if p.reason.is_empty() => println!("{cluster} paused"),
+                Some(p) => println!("{cluster} paused ({})", p.reason),
+                None => println!("{cluster} resumed"),
+            }
+        }
+    }
+    if ctx.json {
+        print_json(&Value::Array(out));
+    }
+    Ok(0)
 }
 
 pub(crate) async fn hash(ctx: &Ctx, cluster: &str) -> Result<u8, Fail> {
