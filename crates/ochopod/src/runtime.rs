@@ -383,8 +383,11 @@ pub(crate) async fn run<L: Lifecycle>(
             for _ in 0..1024 {
                 match rx.try_recv() {
                     Ok(msg) => {
-                        d.on_msg(msg);
+                        // The previous message's changes are logged before its actions are
+                        // carried out (a crash before the restart that follows at once).
+                        d.log_changes();
                         d.drain();
+                        d.on_msg(msg);
                     }
                     Err(_) => break,
                 }
