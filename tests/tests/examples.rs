@@ -62,7 +62,9 @@ impl Broker {
                 ("ochopod_state_dir", "state"),
                 ("BROKER_DIR", "data"),
                 ("BROKER_GRACE", "2"),
-                ("BROKER_CHECK_EVERY", "1"),
+                // Three failed checks turn the pod off: at 1 s, a python slow to start
+                // listening on a loaded machine tripped the breaker before it was up.
+                ("BROKER_CHECK_EVERY", "4"),
             ],
             Some(dir.path()),
         )?;
