@@ -5,7 +5,7 @@ use crate::{Error, ExecRequest};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -16,6 +16,7 @@ use serde_json::Value;
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -123,8 +124,25 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for open requests before dropping their connections
     /// (default 5 s).
     pub shutdown_timeout: Duration,
-    /// How long a client may take to send a request's headers (default 30 s).
+    /// How long a client may take to send a request's headers, and how long an idle
+    /// keep-alive connection stays open waiting for the next request (default 30 s).
     pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body once its headers are in (default
+    /// 30 s); slower bodies get `408` and the connection is closed.
+    pub body_read_timeout: Duration,
+    /// A body the server refuses (too large, or a request refused before its body is read) is
+    /// read and discarded before the answer, so a client still sending it (Python's urllib
+    /// sends the whole body before reading) reads the answer instead of a broken pipe, as
+    /// nginx's lingering close does. Bounded: at most this many bytes in all (default 16 MiB;
+    /// a body declared larger is not read at all), for at most
+    /// [`ServerConfig::drain_timeout`]; the connection is closed after the answer either way.
+    pub drain_max: usize,
+    /// How long discarding a refused body may take (default 5 s).
+    pub drain_timeout: Duration,
+    /// Connections served at once (default 512). Beyond, a new connection is answered `503`
+    /// and closed at once, so slow or idle clients cannot hold the control port; every
+    /// connection is bounded in time by the read timeouts above.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -134,6 +152,10 @@ impl Default for ServerConfig {
             max_body: 4 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            drain_max: 16 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(5),
+            max_connections: 512,
         }
     }
 }
@@ -215,6 +237,9 @@ struct RouterInner {
     handler: Arc<dyn Handler>,
     token: Option<Box<[u8]>>,
     max_body: usize,
+    body_read_timeout: Duration,
+    drain_max: usize,
+    drain_timeout: Duration,
 }
 
 impl Router {
@@ -230,6 +255,9 @@ impl Router {
                 handler,
                 token,
                 max_body: config.max_body,
+                body_read_timeout: config.body_read_timeout,
+                drain_max: config.drain_max,
+                drain_timeout: config.drain_timeout,
             }),
         }
     }
@@ -241,12 +269,14 @@ impl Router {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = req.into_parts();
+        let body = std::pin::pin!(body);
         let path = parts.uri.path();
         let Some(route) = Route::parse(path) else {
-            return error(
+            let resp = error(
                 StatusCode::NOT_FOUND,
                 format!("no route {path:?}: use one of {ROUTES}"),
             );
+            return self.refuse(&parts.headers, body, resp).await;
         };
         let method_ok =
             parts.method == Method::POST || (route.read_only() && parts.method == Method::GET);
@@ -261,7 +291,7 @@ impl Router {
                 ),
             );
             resp.headers_mut().insert(header::ALLOW, allow.clone());
-            return resp;
+            return self.refuse(&parts.headers, body, resp).await;
         }
         if !route.read_only() && !self.authorized(&parts.headers) {
             let mut resp = error(
@@ -270,7 +300,7 @@ impl Router {
             );
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, BEARER.clone());
-            return resp;
+            return self.refuse(&parts.headers, body, resp).await;
         }
         let bytes = match self.read_body(&parts.headers, body).await {
             Ok(b) => b,
@@ -406,10 +436,12 @@ impl Router {
         constant_time_eq(given, expected)
     }
 
+    /// Reads the whole body: at most `max_body` bytes (`413` beyond, the rest discarded
+    /// first), within `body_read_timeout` (`408`).
     async fn read_body<B>(
         &self,
         headers: &HeaderMap,
-        body: B,
+        mut body: Pin<&mut B>,
     ) -> Result<Bytes, Response<Full<Bytes>>>
     where
         B: Body<Data = Bytes>,
@@ -425,21 +457,117 @@ impl Router {
         if body.is_end_stream() {
             return Ok(Bytes::new());
         }
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max as u64) {
-            return Err(too_large());
+        if declared_length(headers).is_some_and(|n| n > max as u64) {
+            return Err(self.refuse(headers, body, too_large()).await);
         }
-        match Limited::new(body, max).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-            Err(e) => Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("could not read the request body: {e}"),
+        enum Cut {
+            Over(u64),
+            Bad(String),
+        }
+        let read = async {
+            let mut buf: Vec<u8> = Vec::new();
+            loop {
+                match body.frame().await {
+                    None => return Ok(Bytes::from(buf)),
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            if buf.len() + data.len() > max {
+                                return Err(Cut::Over((buf.len() + data.len()) as u64));
+                            }
+                            buf.extend_from_slice(&data);
+                        }
+                    }
+                    Some(Err(e)) => return Err(Cut::Bad(e.into().to_string())),
+                }
+            }
+        };
+        match tokio::time::timeout(self.inner.body_read_timeout, read).await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(Cut::Over(seen))) => {
+                let drained = self.drain(headers, body, seen).await;
+                Err(closing(too_large(), drained))
+            }
+            Ok(Err(Cut::Bad(e))) => Err(closing(
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the request body: {e}"),
+                ),
+                false,
+            )),
+            Err(_) => Err(closing(
+                error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {:?}: send it at once",
+                        self.inner.body_read_timeout
+                    ),
+                ),
+                false,
             )),
         }
+    }
+
+    /// Answers `resp` to a request whose body will not be used: the body is discarded first
+    /// (see [`ServerConfig::drain_max`]), then the connection closes.
+    async fn refuse<B>(
+        &self,
+        headers: &HeaderMap,
+        body: Pin<&mut B>,
+        resp: Response<Full<Bytes>>,
+    ) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+    {
+        if body.is_end_stream() {
+            return resp;
+        }
+        let drained = self.drain(headers, body, 0).await;
+        closing(resp, drained)
+    }
+
+    /// Reads and discards the rest of `body` (`seen` bytes of it already read), within the
+    /// bounds of [`ServerConfig::drain_max`] and [`ServerConfig::drain_timeout`]. Not for a
+    /// client that waits for `100 Continue`: it has not sent the body, and is told at once.
+    /// Returns whether the body was read to its end.
+    async fn drain<B>(&self, headers: &HeaderMap, mut body: Pin<&mut B>, seen: u64) -> bool
+    where
+        B: Body<Data = Bytes>,
+    {
+        let limit = self.inner.drain_max as u64;
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        if expects_continue || declared_length(headers).is_some_and(|n| n > limit) {
+            return false;
+        }
+        let mut total = seen;
+        let discard = async {
+            loop {
+                match body.frame().await {
+                    None => return true,
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            total += data.len() as u64;
+                            if total > limit {
+                                return false;
+                            }
+                        }
+                    }
+                    Some(Err(_)) => return false,
+                }
+            }
+        };
+        let done = tokio::time::timeout(self.inner.drain_timeout, discard)
+            .await
+            .unwrap_or(false);
+        if !done {
+            tracing::debug!(
+                read = total,
+                "a refused request body was not read to its end: closing"
+            );
+        }
+        done
     }
 }
 
@@ -553,6 +681,22 @@ fn error_json(message: String) -> Value {
     Value::Object(map)
 }
 
+/// The `Content-Length` a request declares, if any.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// `resp` with `Connection: close`: the request's body was not used, so the connection is not
+/// reused. `drained` says whether that body was read to its end (logged only).
+fn closing(mut resp: Response<Full<Bytes>>, drained: bool) -> Response<Full<Bytes>> {
+    let _ = drained;
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
 fn error(code: StatusCode, message: String) -> Response<Full<Bytes>> {
     json(code, &error_json(message))
 }
@@ -609,6 +753,11 @@ pub async fn serve(
         .header_read_timeout(config.header_read_timeout);
     let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        config
+            .max_connections
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     let mut backoff = Duration::ZERO;
     tracing::info!(%local, "control plane listening");
     tokio::pin!(shutdown);
@@ -629,6 +778,11 @@ pub async fn serve(
                     }
                 };
                 backoff = Duration::ZERO;
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::warn!(%peer, max = config.max_connections, "too many connections: answering 503");
+                    conns.spawn(busy(stream));
+                    continue;
+                };
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");
                 }
@@ -639,6 +793,7 @@ pub async fn serve(
                 });
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
                 conns.spawn(async move {
+                    let _slot = slot;
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -661,6 +816,36 @@ pub async fn serve(
     }
     conns.shutdown().await;
     Ok(())
+}
+
+/// Answers a connection over [`ServerConfig::max_connections`]: `503` and close, after
+/// reading what the client sent meanwhile (at most 64 KiB, for at most 1 s) so that it reads
+/// the answer rather than a reset.
+async fn busy(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = br#"{"error":"too many connections to this pod's control port: retry shortly"}"#;
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n",
+        body.len()
+    );
+    let linger = async {
+        // The request's head first (as far as it comes), then the answer, then what follows.
+        let mut buf = [0u8; 8192];
+        let mut read = 0usize;
+        let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
+        if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(body).await.is_err()
+        {
+            return;
+        }
+        let _ = stream.shutdown().await;
+        while read < 64 * 1024 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
 }
 
 #[cfg(test)]
