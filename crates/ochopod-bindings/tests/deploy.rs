@@ -36,10 +36,21 @@ async fn marathon_app_runs_as_the_marathon_binding_expects() {
         env.insert(format!("PORT{i}"), host.to_string());
         env.insert(format!("PORT_{}", m["containerPort"]), host.to_string());
     }
+    // The Mesos agent's /etc/mesos, where the application's read-only volume puts it.
+    let volumes = app["container"]["volumes"].as_array().unwrap();
+    let mesos = volumes
+        .iter()
+        .find(|v| v["hostPath"] == "/etc/mesos")
+        .expect("web.json mounts the Mesos agent's /etc/mesos");
+    assert_eq!(mesos["mode"], "RO");
+    let inside = mesos["containerPath"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('/');
     let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(root.path().join("etc/mesos")).unwrap();
+    std::fs::create_dir_all(root.path().join(inside)).unwrap();
     std::fs::write(
-        root.path().join("etc/mesos/zk"),
+        root.path().join(inside).join("zk"),
         "zk://10.0.0.5:2181,10.0.0.6:2181/mesos\n",
     )
     .unwrap();
@@ -58,6 +69,14 @@ async fn marathon_app_runs_as_the_marathon_binding_expects() {
         app["healthChecks"][0]["portIndex"], 0,
         "health check on the control port"
     );
+    // Alive on /healthz (a health check on /readyz would kill pods waiting for a dependency),
+    // ready on /readyz, both on the control port.
+    assert_eq!(app["healthChecks"][0]["path"], "/healthz");
+    assert_eq!(mappings[0]["containerPort"], 8080);
+    let ready = &app["readinessChecks"][0];
+    assert_eq!(ready["path"], "/readyz");
+    assert_eq!(ready["portName"], mappings[0]["name"]);
+    assert_eq!(ready["httpStatusCodesForReady"], serde_json::json!([200]));
 }
 
 #[cfg(feature = "kubernetes")]
@@ -66,6 +85,7 @@ mod kubernetes {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::{Service, ServiceAccount};
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     use serde::de::DeserializeOwned;
     use serde::{Deserialize, Serialize};
 
@@ -182,6 +202,30 @@ mod kubernetes {
         assert!(
             ports.iter().any(|p| p.container_port == 8080),
             "the control port is declared"
+        );
+        // Ready on /readyz (configured, process running), alive on /healthz, control port.
+        let probe = |p: Option<k8s_openapi::api::core::v1::Probe>, what: &str| {
+            let get = p
+                .and_then(|p| p.http_get)
+                .unwrap_or_else(|| panic!("no {what} httpGet"));
+            let port = match get.port {
+                IntOrString::String(name) => ports
+                    .iter()
+                    .find(|p| p.name.as_deref() == Some(name.as_str()))
+                    .map(|p| p.container_port)
+                    .unwrap_or_else(|| panic!("{what}: no port named {name}")),
+                IntOrString::Int(n) => n,
+            };
+            (get.path.unwrap_or_default(), port)
+        };
+        let container = &pod.containers[0];
+        assert_eq!(
+            probe(container.readiness_probe.clone(), "readinessProbe"),
+            ("/readyz".to_string(), 8080)
+        );
+        assert_eq!(
+            probe(container.liveness_probe.clone(), "livenessProbe"),
+            ("/healthz".to_string(), 8080)
         );
 
         // The Service's client port is the one the binding picks.
