@@ -45,10 +45,14 @@ pub enum Error {
          kubernetes-ec2 or auto"
     )]
     UnknownBinding(String),
-    /// The binding (or a setting) needs a cargo feature this build was made without.
+    /// The binding (or a setting) needs a cargo feature this build was made without. The fix
+    /// names the command that builds an agent with it (the `ochopod-cli` package forwards every
+    /// feature; a program on the `ochopod` library enables the feature of the same name).
     #[error(
-        "{binding} binding: {what} needs the `{feature}` cargo feature of ochopod-bindings, which \
-         this build lacks; rebuild with `--features {feature}` or choose another binding"
+        "{binding} binding: {what} needs the `{feature}` cargo feature, which this build lacks; \
+         build the agent with `cargo build --release -p ochopod-cli --features {feature}` (a \
+         program on the ochopod library: ochopod = {{ features = [\"{feature}\"] }}), or choose \
+         another binding"
     )]
     FeatureDisabled {
         /// The binding asked for.
@@ -101,4 +105,64 @@ pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
         next = e.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    /// The command a feature error names builds: `ochopod-cli` and `ochopod` define the feature
+    /// and forward it to this crate.
+    #[test]
+    fn feature_errors_name_a_command_that_works() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let features = |krate: &str| -> toml::Table {
+            let path = root.join(krate).join("Cargo.toml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let doc: toml::Table = toml::from_str(&text).unwrap();
+            doc["features"].as_table().unwrap().clone()
+        };
+        let own = features("ochopod-bindings");
+        let cli = features("ochopod-cli");
+        let lib = features("ochopod");
+        for feature in ["kubernetes", "ec2", "ec2-api"] {
+            assert!(own.contains_key(feature), "{feature}");
+            let line = Error::FeatureDisabled {
+                binding: "kubernetes",
+                what: "the Kubernetes API",
+                feature,
+            }
+            .to_string();
+            assert!(!line.contains('\n'), "{line}");
+            assert!(
+                line.contains(&format!(
+                    "`cargo build --release -p ochopod-cli --features {feature}`"
+                )),
+                "{line}"
+            );
+            assert!(
+                line.contains(&format!("ochopod = {{ features = [\"{feature}\"] }}")),
+                "{line}"
+            );
+            let forwarded = format!("ochopod-bindings/{feature}");
+            for (krate, table) in [("ochopod-cli", &cli), ("ochopod", &lib)] {
+                let list = table
+                    .get(feature)
+                    .and_then(|v| v.as_array())
+                    .unwrap_or_else(|| panic!("{krate} has no `{feature}` feature"));
+                assert!(
+                    list.iter().any(|v| v.as_str() == Some(forwarded.as_str())),
+                    "{krate}'s `{feature}` does not enable {forwarded}: {list:?}"
+                );
+            }
+        }
+        // The shipped agent (the CLI's default build) has Kubernetes and EC2, not ec2-api.
+        let default: Vec<&str> = cli["default"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(default, ["kubernetes", "ec2"]);
+    }
 }
