@@ -416,7 +416,7 @@ impl Platform for Marathon {
         let zk = if ctx.zk_given {
             None
         } else {
-            match from_mesos_files(&ctx.opts.files_root).await? {
+            match from_mesos_files(name, &ctx.opts.files_root).await? {
                 Some((zk, file)) => Some((zk, format!("the Mesos agent's {file}"))),
                 None => {
                     return Err(Error::missing(

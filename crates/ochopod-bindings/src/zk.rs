@@ -144,8 +144,13 @@ pub const MESOS_ZK_FILES: [&str; 3] = [
 
 /// The ZooKeeper hosts the Mesos agent uses, from the first of [`MESOS_ZK_FILES`] (under `root`)
 /// that holds a `zk://` URL. Its path (Mesos's own chroot) and credentials are dropped: only the
-/// hosts are ours to use. `Ok(None)` when no file names one.
-pub(crate) async fn from_mesos_files(root: &Path) -> Result<Option<(ZkAddress, String)>, Error> {
+/// hosts are ours to use. `Ok(None)` when no file names one. `/etc/mesos/zk` holds nothing but
+/// that URL, so anything else in it is an error (the DC/OS files' `MESOS_MASTER` may name
+/// masters without ZooKeeper: those are skipped).
+pub(crate) async fn from_mesos_files(
+    binding: &'static str,
+    root: &Path,
+) -> Result<Option<(ZkAddress, String)>, Error> {
     for file in MESOS_ZK_FILES {
         let path = root.join(file.trim_start_matches('/'));
         let text = match tokio::fs::read_to_string(&path).await {
@@ -153,17 +158,32 @@ pub(crate) async fn from_mesos_files(root: &Path) -> Result<Option<(ZkAddress, S
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
                 return Err(Error::platform(
-                    "marathon",
+                    binding,
                     format!("cannot read {}", path.display()),
                     &e,
                     "make it readable by the pod or set ochopod_zk",
                 ))
             }
         };
+        let fix =
+            "write the Mesos agent's ZooKeeper there as zk://host:2181[,host:2181...]/mesos, \
+                   or set ochopod_zk";
         let url = if file.ends_with("/zk") {
-            text.lines()
+            let line = text
+                .lines()
                 .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with('#'))
+                .find(|l| !l.is_empty() && !l.starts_with('#'));
+            match line {
+                Some(l) if !l.starts_with("zk://") => {
+                    let shown: String = l.chars().take(60).collect();
+                    return Err(Error::missing(
+                        binding,
+                        format!("{} holds {shown:?}, not a zk:// URL", path.display()),
+                        fix,
+                    ));
+                }
+                other => other,
+            }
         } else {
             env_file_value(&text, "MESOS_MASTER")
         };
@@ -171,9 +191,16 @@ pub(crate) async fn from_mesos_files(root: &Path) -> Result<Option<(ZkAddress, S
             continue;
         };
         let mut zk = parse_zk(url).map_err(|e| Error::Missing {
-            binding: "marathon",
-            what: format!("{} holds an unusable ZooKeeper URL ({e})", path.display()),
-            fix: "fix the file or set ochopod_zk".to_string(),
+            binding,
+            what: format!(
+                "{} holds an unusable ZooKeeper URL: {}",
+                path.display(),
+                match &e {
+                    Error::InvalidZk { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                }
+            ),
+            fix: fix.to_string(),
         })?;
         zk.chroot = None;
         zk.auth = None;

@@ -457,6 +457,39 @@ async fn unreadable_mesos_file_is_named() {
     );
 }
 
+#[tokio::test]
+async fn malformed_etc_mesos_zk_is_named_with_its_fix() {
+    let marathon = Explicit {
+        binding: Some("marathon-ec2".into()),
+        ..Default::default()
+    };
+    for (content, needle) in [
+        // Not a URL at all: before, the file was skipped and the error blamed "no ZooKeeper".
+        (
+            "10.0.0.5:2181\n",
+            "etc/mesos/zk holds \"10.0.0.5:2181\", not a zk:// URL;",
+        ),
+        (
+            "# the agent's ensemble\nzk://10.0.0.5:notaport/mesos\n",
+            "etc/mesos/zk holds an unusable ZooKeeper URL: port \"notaport\"",
+        ),
+    ] {
+        let root = tempfile::tempdir().unwrap();
+        write(root.path(), "/etc/mesos/zk", content);
+        let err = run(&marathon, MARATHON, root.path())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.starts_with("marathon-ec2 binding: "), "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(
+            err.ends_with("write the Mesos agent's ZooKeeper there as zk://host:2181[,host:2181...]/mesos, or set ochopod_zk"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn zk_urls_with_credentials_and_chroot() {
     let zk = parse_zk("zk://user:pass@h1,h2/path").unwrap();
