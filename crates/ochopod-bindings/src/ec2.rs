@@ -39,17 +39,34 @@ pub(crate) fn endpoint(ctx: &Ctx<'_>) -> String {
 }
 
 /// An HTTP(S) client for the AWS SDK on ring (no aws-lc).
+#[cfg(feature = "ec2-api")]
 pub(crate) fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
     aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .build_https()
 }
 
+/// The metadata service's HTTP client. IMDS speaks plain HTTP, so its client trusts no
+/// certificate and never reads the system's store: a container without ca-certificates (the
+/// agent image has none) has no store, and aws-smithy's rustls setup asserts one exists (a
+/// panic in debug builds) when it is asked to load it.
+fn imds_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    let builder = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
+    match tls::TlsContext::builder()
+        .with_trust_store(tls::TrustStore::empty())
+        .build()
+    {
+        Ok(context) => builder.tls_context(context).build_https(),
+        Err(_) => builder.build_https(),
+    }
+}
+
 /// The IMDSv2 client for this environment.
 pub(crate) fn client(binding: &'static str, ctx: &Ctx<'_>) -> Result<Client, Error> {
     let url = endpoint(ctx);
     let config = ProviderConfig::without_region()
-        .with_http_client(http_client())
+        .with_http_client(imds_http_client())
         .with_behavior_version(Some(BehaviorVersion::latest()));
     let timeout = ctx.opts.metadata_timeout;
     let builder = Client::builder()
