@@ -84,8 +84,18 @@ impl Network {
             let third = 10 + (start + k) % 240;
             let prefix = format!("10.213.{third}");
             let subnet = format!("{prefix}.0/24");
+            let gateway = format!("{prefix}.1");
             match docker(&[
-                "network", "create", "--driver", "bridge", "--subnet", &subnet, "--label", &owner,
+                "network",
+                "create",
+                "--driver",
+                "bridge",
+                "--subnet",
+                &subnet,
+                "--gateway",
+                &gateway,
+                "--label",
+                &owner,
                 &name,
             ]) {
                 Ok(_) => {
@@ -113,6 +123,18 @@ impl Network {
         format!("{}.{host}", self.prefix)
     }
 
+    /// An address of this network that no container has (or will be given): for a stand-in
+    /// that must name an address which answers nothing.
+    pub fn spare_ip(&self) -> String {
+        format!("{}.250", self.prefix)
+    }
+
+    /// The network's gateway: the machine itself as the containers reach it. Stand-ins that
+    /// run in the test process listen there; Docker publishes ports there (`-p GATEWAY:H:C`).
+    pub fn gateway(&self) -> String {
+        format!("{}.1", self.prefix)
+    }
+
     /// Starts a detached container on this network at the next free address.
     ///
     /// `name` is suffixed to the network's name (and is the hostname); `opts` are more
@@ -126,6 +148,21 @@ impl Network {
     /// so it also works with a remote Docker daemon): `(path in the container, content)`,
     /// e.g. `("/etc/ochopod/pod.toml", spec)`.
     pub fn run_with_files(
+        &self,
+        name: &str,
+        image: &str,
+        opts: &[&str],
+        args: &[&str],
+        files: &[(&str, &str)],
+    ) -> Result<Container> {
+        let container = self.create_container(name, image, opts, args, files)?;
+        docker(&["start", &container.name])?;
+        Ok(container)
+    }
+
+    /// [`Network::run_with_files`] without the start: the container exists with its address
+    /// and files; [`Container::start`] starts it.
+    pub fn create_container(
         &self,
         name: &str,
         image: &str,
@@ -174,7 +211,6 @@ impl Network {
                 docker(&["cp", &local.to_string_lossy(), &target])?;
             }
         }
-        docker(&["start", &container.name])?;
         Ok(container)
     }
 
@@ -347,6 +383,30 @@ impl Container {
         }
     }
 
+    /// `docker start` (a container made by [`Network::create_container`]).
+    pub fn start(&self) -> Result<()> {
+        docker(&["start", &self.name]).map(drop)
+    }
+
+    /// Waits for the container to exit; its exit code and its whole output (stdout, stderr).
+    pub fn wait_exit(&self) -> Result<(i32, String, String)> {
+        let code = docker(&["wait", &self.name])?;
+        let code = code.parse::<i32>().map_err(|_| Error::Payload {
+            from: format!("docker wait {}", self.name),
+            why: format!("not an exit code: {code:?}"),
+        })?;
+        let out = Command::new("docker")
+            .args(["logs", &self.name])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::io("running docker logs", e))?;
+        Ok((
+            code,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     /// `docker kill` (SIGKILL to the whole container).
     pub fn kill(&self) -> Result<()> {
         docker(&["kill", &self.name]).map(drop)
@@ -419,4 +479,19 @@ pub fn http_get(url: &str) -> Result<String> {
         return Err(http(format!("status {status}: {text}")));
     }
     Ok(text)
+}
+
+/// GET `url` with a 5 s timeout; the status code, whatever it is (a probe's view).
+pub fn http_status(url: &str) -> Result<u16> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .max_idle_connections(0)
+        .build()
+        .into();
+    let resp = agent.get(url).call().map_err(|e| Error::Http {
+        url: url.to_string(),
+        why: e.to_string(),
+    })?;
+    Ok(resp.status().as_u16())
 }

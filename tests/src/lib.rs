@@ -40,6 +40,7 @@
 #![warn(missing_docs)]
 
 mod agent;
+pub mod boxes;
 mod cluster;
 pub mod docker;
 mod error;
@@ -48,6 +49,7 @@ mod kazoo;
 mod ports;
 mod proxy;
 pub mod scenario;
+pub mod stand_ins;
 pub mod supervision;
 pub mod tools;
 mod util;
