@@ -104,7 +104,7 @@ enum Phase {
     /// The last round failed: retry at `deadline`.
     Backoff { deadline: Instant },
     /// A round is under way.
-    Round(Round),
+    Round(Box<Round>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -121,6 +121,11 @@ struct Round {
     answers: BTreeMap<String, String>,
     /// Set once `on` succeeded and the commit was asked for.
     committing: Option<String>,
+    /// Why it runs, what joined and left, the hash it commits: for the round's report.
+    why: Vec<String>,
+    joined: Vec<String>,
+    left: Vec<String>,
+    hash: String,
 }
 
 /// The leader's reconfiguration machine for one cluster. See the module docs for the call order.
@@ -145,6 +150,8 @@ pub struct Leader {
     last_failure: Option<String>,
     dirty_since: Option<Instant>,
     pause: Option<Pause>,
+    /// Set by a resume that left changes pending: the next round runs for the operator.
+    resumed: bool,
     /// The last configuration this leader knows of (committed, or found committed at
     /// election): what a paused cluster's pending changes are measured against.
     baseline: Option<(Pods, Dependencies)>,
@@ -173,6 +180,7 @@ impl Leader {
             last_failure: None,
             dirty_since: None,
             pause: None,
+            resumed: false,
             baseline: None,
         }
     }
@@ -278,6 +286,7 @@ impl Leader {
             if let Phase::Pending { deadline } | Phase::Backoff { deadline } = &mut self.phase {
                 // The changes gathered while paused: no damper, no backoff left to wait out.
                 *deadline = now;
+                self.resumed = true;
             }
         }
         self.evaluate(now);
@@ -376,6 +385,10 @@ impl Leader {
                         duration_ms: millis(now.saturating_duration_since(r.started)),
                         outcome: "ok".to_string(),
                         answers: r.answers,
+                        why: r.why,
+                        joined: r.joined,
+                        left: r.left,
+                        hash: r.hash,
                     }));
                 self.next_probe = Some(now);
                 self.evaluate(now);
@@ -639,19 +652,57 @@ impl Leader {
         }
         self.rounds += 1;
         let members = self.live_members();
+        let dependencies = self.dependency_views();
+        let mut why = Vec::new();
+        let (mut joined, mut left) = (Vec::new(), Vec::new());
+        match &self.baseline {
+            Some((pods, deps)) => {
+                joined = members
+                    .keys()
+                    .filter(|k| !pods.contains_key(*k))
+                    .cloned()
+                    .collect();
+                left = pods
+                    .keys()
+                    .filter(|k| !members.contains_key(*k))
+                    .cloned()
+                    .collect();
+                if !joined.is_empty() {
+                    why.push("joined".to_string());
+                }
+                if !left.is_empty() {
+                    why.push("left".to_string());
+                }
+                if *deps != dependencies {
+                    why.push("dependency".to_string());
+                }
+            }
+            None => why.push("elected".to_string()),
+        }
+        if std::mem::take(&mut self.resumed) {
+            why.push("operator".to_string());
+        }
+        if self.failures > 0 {
+            why.push("retry".to_string());
+        }
+        let hash = config_hash(&members, &BTreeSet::new(), &dependencies);
         let mut round = Round {
             id: self.rounds,
             started: now,
             task: Task::Check,
             members,
-            dependencies: self.dependency_views(),
+            dependencies,
             waiting: BTreeSet::new(),
             queue: VecDeque::new(),
             answers: BTreeMap::new(),
             committing: None,
+            why,
+            joined,
+            left,
+            hash,
         };
         self.begin_step(&mut round, Task::Check);
-        self.phase = Phase::Round(round);
+        self.phase = Phase::Round(Box::new(round));
         self.advance();
     }
 
@@ -754,6 +805,10 @@ impl Leader {
                     duration_ms: millis(now.saturating_duration_since(r.started)),
                     outcome: why.clone(),
                     answers,
+                    why: r.why,
+                    joined: r.joined,
+                    left: r.left,
+                    hash: r.hash,
                 }));
         }
         self.failures += 1;
@@ -972,5 +1027,79 @@ mod tests {
         assert_eq!(Pause::from_slice(b""), Pause::default());
         assert_eq!(utc_text(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc_text(951_782_400_000), "2000-02-29 00:00:00 UTC");
+    }
+
+    fn report_of(l: &mut Leader) -> RoundReport {
+        loop {
+            match l.poll_action() {
+                Some(LeaderAction::RoundEnded(r)) => return r,
+                Some(_) => {}
+                None => panic!("no round ended"),
+            }
+        }
+    }
+
+    /// A round's report says why it ran and who joined and left; a history keeps it within
+    /// its byte bound, oldest dropped first, big rounds summarized.
+    #[test]
+    fn rounds_say_why_and_the_history_stays_bounded() {
+        use crate::wire::{HistoryEntry, HISTORY_LIST_MAX};
+        let t0 = Instant::now();
+        let mut l = clean_leader(t0, &["a", "b"]);
+        l.handle_pause(t0, Some(pause("")));
+        l.handle_members(t0, pods(&["b", "c"]));
+        l.handle_pause(t0, None);
+        let (r, _, _) = first_control(&mut l);
+        l.handle_reply(t0, r, "b", Answer::Status(200, String::new()));
+        l.handle_reply(t0, r, "c", Answer::Status(406, "nope".into()));
+        let rep = report_of(&mut l);
+        assert_eq!(rep.why, ["joined", "left", "operator"]);
+        assert_eq!(
+            (rep.joined.clone(), rep.left.clone()),
+            (vec!["c".to_string()], vec!["a".to_string()])
+        );
+        assert_eq!(
+            rep.hash,
+            config_hash(&pods(&["b", "c"]), &BTreeSet::new(), &Dependencies::new())
+        );
+        let e = HistoryEntry::from_report(&rep, "b");
+        assert_eq!(e.failed.keys().collect::<Vec<_>>(), ["c"]);
+        // The retry says so.
+        l.handle_timeout(t0 + Duration::from_secs(3600));
+        let (_, task, _) = first_control(&mut l);
+        assert_eq!(task, Task::Check);
+        // Bounded: 2000 entries never exceed the bound; the newest is kept.
+        let mut all = Vec::new();
+        let mut last = Vec::new();
+        for n in 0..2000u64 {
+            let mut e = e.clone();
+            e.started_ms = n;
+            last = HistoryEntry::push_bounded(&mut all, e, 8 * 1024);
+            assert!(last.len() <= 8 * 1024);
+        }
+        let back = HistoryEntry::parse_all(&last).expect("parses");
+        assert_eq!(back.last().map(|e| e.started_ms), Some(1999));
+        assert!(
+            back.len() > 10
+                && back
+                    .windows(2)
+                    .all(|w| w[0].started_ms + 1 == w[1].started_ms)
+        );
+        // A round of 500 pods is summarized.
+        let keys: Vec<String> = (0..500).map(|i| format!("k{i:03}")).collect();
+        let big = RoundReport {
+            answers: keys
+                .iter()
+                .map(|k| (k.clone(), "on 200".to_string()))
+                .collect(),
+            joined: keys.clone(),
+            ..Default::default()
+        };
+        let e = HistoryEntry::from_report(&big, "x");
+        assert_eq!(e.pods.len(), HISTORY_LIST_MAX);
+        assert_eq!(e.joined.last().map(String::as_str), Some("+485 more"));
+        assert!(HistoryEntry::parse_all(b"{")
+            .unwrap_err()
+            .contains("not a list of rounds"));
     }
 }

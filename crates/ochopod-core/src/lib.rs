@@ -23,7 +23,8 @@ pub mod wire;
 pub use deps::DependencyPattern;
 pub use view::ClusterView;
 pub use wire::{
-    ControlBody, Dependencies, Epoch, Info, Pause, PauseStatus, Pods, Registration, Task, PROTOCOL,
+    ControlBody, Dependencies, Epoch, HistoryEntry, Info, Pause, PauseStatus, Pods, Registration,
+    Task, PROTOCOL,
 };
 
 /// Errors of the pure model: bad input, always with what is wrong and how to fix it.

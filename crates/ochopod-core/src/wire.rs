@@ -375,7 +375,7 @@ pub fn utc_text(ms: u64) -> String {
 }
 
 /// One pod's answer in the leader's last round, as shown in `/info`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoundReport {
     /// Milliseconds since the Unix epoch when the round started (filled in by the runtime).
     #[serde(default)]
@@ -386,6 +386,133 @@ pub struct RoundReport {
     pub outcome: String,
     /// Each pod's answer (`check 200`, `on 406: ...`), by key.
     pub answers: BTreeMap<String, String>,
+    /// Why the round ran: `joined`, `left`, `dependency`, `operator` (a resume), `retry` (an
+    /// earlier round failed), `elected` (a new leader found the cluster changed and knows no
+    /// earlier configuration to compare with).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<String>,
+    /// Pods registered since the last configuration the leader knows of, by key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joined: Vec<String>,
+    /// Pods of that configuration gone since, by key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<String>,
+    /// The configuration hash the round commits (or would have committed).
+    #[serde(default)]
+    pub hash: String,
+}
+
+/// Entries of a cluster's `history` node at most this long when serialized: far below
+/// ZooKeeper's 1 MiB node limit, yet some hundreds of rounds.
+pub const HISTORY_MAX_BYTES: usize = 64 * 1024;
+
+/// Lists in one history entry longer than this are cut, with a `+N more` last item.
+pub const HISTORY_LIST_MAX: usize = 16;
+
+/// One round in a cluster's `history` node (JSON array, oldest first).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Milliseconds since the Unix epoch when the round started.
+    pub started_ms: u64,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// `ok`, or why it failed.
+    pub outcome: String,
+    /// Why it ran (see [`RoundReport::why`]).
+    #[serde(default)]
+    pub why: Vec<String>,
+    /// The pods it configured (or tried to), by key.
+    #[serde(default)]
+    pub pods: Vec<String>,
+    /// Pods joined since the previous configuration.
+    #[serde(default)]
+    pub joined: Vec<String>,
+    /// Pods gone since the previous configuration.
+    #[serde(default)]
+    pub left: Vec<String>,
+    /// Answers that were not 200, by key.
+    #[serde(default)]
+    pub failed: BTreeMap<String, String>,
+    /// The configuration hash.
+    #[serde(default)]
+    pub hash: String,
+    /// The leader that ran it, by key.
+    #[serde(default)]
+    pub leader: String,
+}
+
+fn cut(list: &mut Vec<String>) {
+    if list.len() > HISTORY_LIST_MAX {
+        let more = list.len() - (HISTORY_LIST_MAX - 1);
+        list.truncate(HISTORY_LIST_MAX - 1);
+        list.push(format!("+{more} more"));
+    }
+}
+
+impl HistoryEntry {
+    /// The entry for a round `leader` ran; big rounds are summarized (lists cut to
+    /// [`HISTORY_LIST_MAX`], answers to failures only and cut likewise).
+    pub fn from_report(report: &RoundReport, leader: &str) -> HistoryEntry {
+        let mut e = HistoryEntry {
+            started_ms: report.started_ms,
+            duration_ms: report.duration_ms,
+            outcome: report.outcome.chars().take(512).collect(),
+            why: report.why.clone(),
+            pods: report.answers.keys().cloned().collect(),
+            joined: report.joined.clone(),
+            left: report.left.clone(),
+            failed: report
+                .answers
+                .iter()
+                .filter(|(_, a)| !a.ends_with(" 200"))
+                .take(HISTORY_LIST_MAX)
+                .map(|(k, a)| (k.clone(), a.chars().take(256).collect()))
+                .collect(),
+            hash: report.hash.clone(),
+            leader: leader.to_string(),
+        };
+        cut(&mut e.pods);
+        cut(&mut e.joined);
+        cut(&mut e.left);
+        e
+    }
+
+    /// Reads a `history` node's payload; anything but a JSON array of entries reads as an
+    /// empty history (the next round starts it again) and says why.
+    pub fn parse_all(data: &[u8]) -> Result<Vec<HistoryEntry>, String> {
+        if data.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Vec::new());
+        }
+        serde_json::from_slice(data)
+            .map_err(|e| format!("history node is not a list of rounds: {e}"))
+    }
+
+    /// Appends `entry` and drops the oldest entries until the whole serializes within
+    /// `max_bytes`; returns the JSON to store.
+    pub fn push_bounded(
+        all: &mut Vec<HistoryEntry>,
+        entry: HistoryEntry,
+        max_bytes: usize,
+    ) -> Vec<u8> {
+        all.push(entry);
+        loop {
+            let bytes = serde_json::to_vec(all).expect("history serializes");
+            if bytes.len() <= max_bytes || all.len() <= 1 {
+                return bytes;
+            }
+            let sizes: Vec<usize> = all
+                .iter()
+                .map(|e| serde_json::to_vec(e).map_or(0, |b| b.len() + 1))
+                .collect();
+            let mut over = bytes.len() - max_bytes;
+            let mut drop = 0;
+            while over > 0 && drop < all.len() - 1 {
+                over = over.saturating_sub(sizes[drop]);
+                drop += 1;
+            }
+            all.drain(..drop.max(1));
+        }
+    }
 }
 
 /// The `/info` reply.
