@@ -11,7 +11,8 @@ use std::pin::Pin;
 use std::time::Duration;
 use std::time::Instant;
 
-use ochopod_core::{DependencyPattern, Epoch, Pause, Pods, Registration};
+use ochopod_core::wire::HISTORY_MAX_BYTES;
+use ochopod_core::{DependencyPattern, Epoch, HistoryEntry, Pause, Pods, Registration};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -142,6 +143,9 @@ pub enum ZkCommand {
         /// The pods to store in `P/snapshot`.
         snapshot: Pods,
     },
+    /// Leader: append a round to `P/history` (bounded; the oldest rounds are dropped).
+    /// Failures are logged.
+    RecordRound(HistoryEntry),
     /// Close the session and register again (same key, same first seq).
     Reset,
     /// Release the lock, delete the pod node, close the session, then answer and stop.
@@ -484,6 +488,10 @@ impl Actor {
                 tracing::warn!("snapshot not written: not connected to ZooKeeper");
                 None
             }
+            Some(ZkCommand::RecordRound(_)) => {
+                tracing::warn!("round not recorded in the history: not connected to ZooKeeper");
+                None
+            }
             Some(ZkCommand::Reset) => None,
         }
     }
@@ -746,6 +754,14 @@ impl Actor {
                 }
                 None
             }
+            Some(ZkCommand::RecordRound(entry)) => {
+                if sess.leader().is_some() {
+                    if let Err(e) = self.record_round(&sess.client, entry).await {
+                        tracing::warn!(error = %e, "round not recorded in the history");
+                    }
+                }
+                None
+            }
             Some(ZkCommand::WriteSnapshot { epoch, snapshot }) => {
                 match self
                     .fenced_write(
@@ -768,6 +784,39 @@ impl Actor {
                 None
             }
         }
+    }
+
+    /// Appends `entry` to `P/history` (read, append, drop the oldest past the bound, write back
+    /// at the version read; a concurrent write makes it start again).
+    async fn record_round(&self, client: &Client, entry: HistoryEntry) -> Result<(), Error> {
+        let path = format!("{}/history", self.p);
+        for _ in 0..5 {
+            let (mut all, version) = match client.get_data(&path).await {
+                Ok((data, stat)) => {
+                    let all = HistoryEntry::parse_all(&data).unwrap_or_else(|why| {
+                        tracing::warn!(%path, %why, "starting the history again");
+                        Vec::new()
+                    });
+                    (all, Some(stat.version))
+                }
+                Err(zk::Error::NoNode) => (Vec::new(), None),
+                Err(e) => return Err(Error::zk("get_data", path)(e)),
+            };
+            let data = HistoryEntry::push_bounded(&mut all, entry.clone(), HISTORY_MAX_BYTES);
+            let written = match version {
+                Some(v) => client.set_data(&path, &data, Some(v)).await.map(drop),
+                None => {
+                    let options = CreateMode::Persistent.with_acls(Acls::new(&self.acls));
+                    client.create(&path, &data, &options).await.map(drop)
+                }
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                Err(zk::Error::BadVersion) | Err(zk::Error::NodeExists) => continue,
+                Err(e) => return Err(Error::zk("write", path)(e)),
+            }
+        }
+        Err(Error::Input(format!("{path} kept changing under us")))
     }
 
     /// Writes `P/snapshot` (ephemeral, ours) and optionally `P/hash` in one transaction that

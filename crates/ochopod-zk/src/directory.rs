@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use ochopod_core::{Pause, Pods, Registration};
+use ochopod_core::{HistoryEntry, Pause, Pods, Registration};
 use zookeeper_client::{Acls, AddWatchMode, Client, CreateMode, EventType, PersistentWatcher};
 
 use crate::layout::{self, check_cluster, cluster_path, hex32, lock_prefix, lock_seq, ROOT};
@@ -105,6 +105,17 @@ impl Directory {
     pub async fn snapshot(&self, cluster: &str) -> Result<Option<Pods>, Error> {
         check_cluster(cluster)?;
         layout::read_snapshot(&self.client, &cluster_path(cluster)).await
+    }
+
+    /// The cluster's round history (`P/history`), oldest first; empty when none was recorded.
+    pub async fn history(&self, cluster: &str) -> Result<Vec<HistoryEntry>, Error> {
+        check_cluster(cluster)?;
+        let path = format!("{}/history", cluster_path(cluster));
+        match self.client.get_data(&path).await {
+            Ok((data, _)) => HistoryEntry::parse_all(&data).map_err(Error::Input),
+            Err(zookeeper_client::Error::NoNode) => Ok(Vec::new()),
+            Err(e) => Err(Error::zk("get_data", path)(e)),
+        }
     }
 
     /// The cluster's pause (`P/pause`), if paused.

@@ -958,6 +958,8 @@ impl<L: Lifecycle> Driver<L> {
                     warn!(outcome = %report.outcome, ms = report.duration_ms, "configuration round failed");
                 }
                 self.shared.metrics.round(ok, report.duration_ms);
+                let entry = ochopod_core::HistoryEntry::from_report(&report, &self.settings.key);
+                let _ = self.zk.send(ZkCommand::RecordRound(entry));
                 self.last_round = Some(report);
             }
         }
