@@ -192,6 +192,15 @@ enum Command {
         #[command(flatten)]
         zk: ZkArgs,
     },
+    /// Show a cluster's configuration rounds, oldest first: when, why (joined, left,
+    /// dependency, operator, retry, elected), which pods, outcome, duration and hash. Kept in
+    /// ZooKeeper by the leaders (the last 64 KiB of rounds).
+    History {
+        /// `namespace.cluster`, or `cluster` when the name is in one namespace only.
+        cluster: String,
+        #[command(flatten)]
+        zk: ZkArgs,
+    },
     /// Print a cluster's committed configuration hash and leader.
     Hash {
         /// `namespace.cluster`.
@@ -384,6 +393,9 @@ async fn dispatch(
         } => ops::pause(&ops::Ctx::new(&zk, &env)?.yes(yes), &cluster, Some(&reason)).await,
         Command::Resume { cluster, yes, zk } => {
             ops::pause(&ops::Ctx::new(&zk, &env)?.yes(yes), &cluster, None).await
+        }
+        Command::History { cluster, zk } => {
+            ops::history(&ops::Ctx::new(&zk, &env)?, &cluster).await
         }
         Command::Hash { cluster, zk } => ops::hash(&ops::Ctx::new(&zk, &env)?, &cluster).await,
         Command::Watch { pattern, count, zk } => {

@@ -816,6 +816,76 @@ pub(crate) async fn pause(ctx: &Ctx, target: &str, reason: Option<&str>) -> Resu
     Ok(0)
 }
 
+/// `history`: the cluster's recorded rounds, oldest first.
+pub(crate) async fn history(ctx: &Ctx, target: &str) -> Result<u8, Fail> {
+    let dir = ctx.dir().await?;
+    let cluster = clusters_acting(ctx, &dir, target, "history")
+        .await?
+        .into_iter()
+        .next()
+        .expect("at least one cluster matched");
+    let rounds = dir.history(&cluster).await.map_err(Fail::from)?;
+    if ctx.json {
+        print_json(&json!({ "cluster": cluster, "rounds": rounds }));
+        return Ok(0);
+    }
+    if rounds.is_empty() {
+        println!("{cluster}: no round recorded");
+        return Ok(0);
+    }
+    for r in &rounds {
+        let mut change: Vec<String> = r.joined.iter().map(|k| format!("+{}", short(k))).collect();
+        change.extend(r.left.iter().map(|k| format!("-{}", short(k))));
+        println!(
+            "{}  {:>6} ms  {}  why={}  pods={}{}  hash={}  leader={}",
+            ochopod_core::wire::utc_text(r.started_ms),
+            r.duration_ms,
+            r.outcome,
+            if r.why.is_empty() {
+                "-".to_string()
+            } else {
+                r.why.join(",")
+            },
+            listed(&r.pods),
+            if change.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", change.join(" "))
+            },
+            r.hash.chars().take(12).collect::<String>(),
+            short(&r.leader),
+        );
+        for (key, answer) in &r.failed {
+            println!("    {}: {answer}", short(key));
+        }
+    }
+    Ok(0)
+}
+
+/// How many pods a history list names (a summarized list ends with `+N more`).
+fn listed(list: &[String]) -> usize {
+    match list.last().and_then(|l| l.strip_prefix('+')) {
+        Some(more) => {
+            list.len() - 1
+                + more
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(0)
+        }
+        None => list.len(),
+    }
+}
+
+/// A key's first 8 characters (as `ls` shows it); other text unchanged.
+fn short(key: &str) -> String {
+    if key.starts_with('+') {
+        key.to_string()
+    } else {
+        key.chars().take(8).collect()
+    }
+}
+
 pub(crate) async fn hash(ctx: &Ctx, cluster: &str) -> Result<u8, Fail> {
     let dir = ctx.dir().await?;
     let hash = dir.hash(cluster).await.map_err(Fail::usage)?;
