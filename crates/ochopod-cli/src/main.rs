@@ -33,6 +33,19 @@ struct ZkArgs {
     /// Control-plane token, for on/off/kill/reset/signal/exec (`ochopod_token`).
     #[arg(long, global = true)]
     token: Option<String>,
+    /// The cluster's PEM CA: talk TLS to the pods, whose certificates it must have signed
+    /// (`ochopod_tls_ca`).
+    #[arg(long, global = true)]
+    tls_ca: Option<String>,
+    /// PEM certificate presented to pods that ask for one (mutual TLS) (`ochopod_tls_cert`).
+    #[arg(long, global = true)]
+    tls_cert: Option<String>,
+    /// PEM key of --tls-cert (`ochopod_tls_key`).
+    #[arg(long, global = true)]
+    tls_key: Option<String>,
+    /// The name the pods' certificates carry (`ochopod_tls_server_name`; default their IP).
+    #[arg(long, global = true)]
+    tls_server_name: Option<String>,
     /// Print JSON instead of a table (ls, info, log, hash, watch, and the replies of on, off,
     /// kill, reset, signal and exec).
     #[arg(long, global = true)]

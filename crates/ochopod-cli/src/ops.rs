@@ -17,6 +17,7 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) struct Ctx {
     zk: String,
     token: Option<String>,
+    tls: Option<ochopod_http::ClientTls>,
     json: bool,
     yes: bool,
 }
@@ -43,6 +44,7 @@ impl Ctx {
                 .clone()
                 .or_else(|| env.get("ochopod_token").cloned())
                 .filter(|t| !t.is_empty()),
+            tls: tls_settings(args, env),
             json: args.json,
             yes: false,
         })
@@ -67,9 +69,31 @@ impl Ctx {
             .map_err(Fail::from)
     }
 
-    fn client(&self) -> Client {
-        Client::new(self.token.clone())
+    fn client(&self) -> Result<Client, Fail> {
+        Client::with_tls(self.token.clone(), self.tls.as_ref()).map_err(|e| {
+            Fail::usage(anyhow!(
+                "{e} (check --tls-ca, --tls-cert and --tls-key, or ochopod_tls_ca, \
+                 ochopod_tls_cert and ochopod_tls_key)"
+            ))
+        })
     }
+}
+
+/// The client's TLS from the flags, then `ochopod_tls_*`: a CA turns TLS on; a certificate
+/// and its key are presented to pods that ask for one.
+fn tls_settings(args: &ZkArgs, env: &BTreeMap<String, String>) -> Option<ochopod_http::ClientTls> {
+    let get = |flag: &Option<String>, var: &str| {
+        flag.clone()
+            .or_else(|| env.get(var).cloned())
+            .filter(|v| !v.is_empty())
+    };
+    let ca = get(&args.tls_ca, "ochopod_tls_ca")?;
+    Some(ochopod_http::ClientTls {
+        ca: ca.into(),
+        cert: get(&args.tls_cert, "ochopod_tls_cert").map(Into::into),
+        key: get(&args.tls_key, "ochopod_tls_key").map(Into::into),
+        server_name: get(&args.tls_server_name, "ochopod_tls_server_name"),
+    })
 }
 
 /// A pod found in ZooKeeper.
@@ -310,7 +334,7 @@ fn print_json(v: &Value) {
 /// Rows of `ls`: ZooKeeper plus every pod's /info, fetched concurrently.
 async fn rows(ctx: &Ctx, dir: &Directory, pattern: Option<&str>) -> Result<Vec<Value>, Fail> {
     let pods = all_pods(dir, pattern).await?;
-    let client = ctx.client();
+    let client = ctx.client()?;
     let infos = futures::future::join_all(pods.iter().map(|p| {
         let client = client.clone();
         let addr = p.entry.registration.control_addr();
@@ -490,7 +514,7 @@ pub(crate) async fn info(
     let dir = ctx.dir().await?;
     let found = resolve(&dir, pod).await?;
     let info = ctx
-        .client()
+        .client()?
         .info(&found.addr()?, TIMEOUT)
         .await
         .with_context(|| format!("pod {} is unreachable", found.entry.key))?;
@@ -537,7 +561,7 @@ pub(crate) async fn log(ctx: &Ctx, pod: &str, follow: bool) -> Result<u8, Fail> 
     let dir = ctx.dir().await?;
     let found = resolve(&dir, pod).await?;
     let addr = found.addr()?;
-    let client = ctx.client();
+    let client = ctx.client()?;
     let mut printed: Vec<String> = Vec::new();
     loop {
         let lines = client
@@ -608,7 +632,7 @@ async fn control_one(ctx: &Ctx, found: &Found, task: Task) -> Result<u8, Fail> {
     // which starts the pod's last configuration again and never re-renders.
     let body = bytes::Bytes::new();
     let reply = ctx
-        .client()
+        .client()?
         .control(&addr, task, 120, None, body, Duration::from_secs(150))
         .await
         .with_context(|| format!("pod {} is unreachable", found.entry.key))?;
@@ -628,7 +652,7 @@ pub(crate) async fn reset(ctx: &Ctx, pod: &str) -> Result<u8, Fail> {
 
 async fn reset_one(ctx: &Ctx, found: &Found) -> Result<u8, Fail> {
     let reply = ctx
-        .client()
+        .client()?
         .reset(&found.addr()?, TIMEOUT)
         .await
         .with_context(|| format!("pod {} is unreachable", found.entry.key))?;
@@ -651,7 +675,7 @@ pub(crate) async fn signal(ctx: &Ctx, pod: &str, body: &str) -> Result<u8, Fail>
 
 async fn signal_one(ctx: &Ctx, found: &Found, body: &Value, many: bool) -> Result<u8, Fail> {
     let reply = ctx
-        .client()
+        .client()?
         .signal(&found.addr()?, body, Duration::from_secs(60))
         .await
         .with_context(|| format!("pod {} is unreachable", found.entry.key))?;
@@ -701,7 +725,7 @@ pub(crate) async fn exec(
 async fn exec_one(ctx: &Ctx, found: &Found, req: &ExecRequest, many: bool) -> Result<u8, Fail> {
     let tool = &req.tool;
     let reply = ctx
-        .client()
+        .client()?
         .exec(&found.addr()?, req, Duration::from_secs(120))
         .await
         .with_context(|| format!("pod {} is unreachable", found.entry.key))?;

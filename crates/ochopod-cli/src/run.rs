@@ -169,6 +169,11 @@ fn fan_out_env(v: &str) -> anyhow::Result<usize> {
     }
 }
 
+/// A path of the spec, relative to its folder; empty means unset.
+fn spec_path(spec: &Spec, v: &Option<String>) -> Option<std::path::PathBuf> {
+    v.as_deref().filter(|d| !d.is_empty()).map(|d| spec.path(d))
+}
+
 fn truthy(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
 }
@@ -218,6 +223,11 @@ pub(crate) async fn run(
             .filter(|d| !d.is_empty())
             .map(|d| spec.path(d)),
         token: p.token.clone().filter(|t| !t.is_empty()),
+        tls_cert: spec_path(&spec, &p.tls_cert),
+        tls_key: spec_path(&spec, &p.tls_key),
+        tls_ca: spec_path(&spec, &p.tls_ca),
+        tls_server_name: p.tls_server_name.clone().filter(|n| !n.is_empty()),
+        tls_open_read_only: p.tls_open_read_only,
         pipe: spec.process.pipe,
         binding_options: Default::default(),
     };

@@ -24,8 +24,55 @@ const MAX_REPLY: usize = 16 * 1024 * 1024;
 /// need one (control, reset, exec) send `Authorization: Bearer <token>`.
 #[derive(Clone, Debug)]
 pub struct Client {
-    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    http: Http,
     auth: Auth,
+}
+
+#[derive(Clone, Debug)]
+enum Http {
+    Plain(hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>),
+    #[cfg(feature = "tls")]
+    Tls(
+        hyper_util::client::legacy::Client<
+            hyper_rustls::HttpsConnector<HttpConnector>,
+            Full<Bytes>,
+        >,
+    ),
+}
+
+impl Http {
+    fn scheme(&self) -> &'static str {
+        match self {
+            Http::Plain(_) => "http",
+            #[cfg(feature = "tls")]
+            Http::Tls(_) => "https",
+        }
+    }
+
+    async fn request(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        match self {
+            Http::Plain(c) => c.request(req).await,
+            #[cfg(feature = "tls")]
+            Http::Tls(c) => c.request(req).await,
+        }
+    }
+}
+
+fn builder() -> hyper_util::client::legacy::Builder {
+    let mut b = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+    b.pool_idle_timeout(Duration::from_secs(30))
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new());
+    b
+}
+
+fn connector() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector
 }
 
 #[derive(Clone, Debug)]
@@ -41,7 +88,57 @@ impl Client {
     /// A token that cannot be an HTTP header value (control characters) makes those calls
     /// fail with [`Error::Token`].
     pub fn new(token: Option<String>) -> Self {
-        let auth = match token.filter(|t| !t.is_empty()) {
+        Client {
+            http: Http::Plain(builder().build(connector())),
+            auth: Self::auth(token),
+        }
+    }
+
+    /// A client sending `token` as [`Client::new`] does, speaking TLS to every pod when `tls`
+    /// is given (feature `tls`): the pods' certificates must be signed by its CA, and it
+    /// presents its own certificate to pods that ask for one (mutual TLS). The certificate
+    /// files are read again when they change.
+    ///
+    /// Fails with [`Error::Tls`] when a file cannot be used or the feature is off.
+    pub fn with_tls(token: Option<String>, tls: Option<&crate::ClientTls>) -> Result<Self, Error> {
+        let Some(tls) = tls else {
+            return Ok(Self::new(token));
+        };
+        #[cfg(feature = "tls")]
+        {
+            let cfg = crate::tls::imp::client_config(tls)?;
+            let b = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(cfg)
+                .https_only();
+            let b = match &tls.server_name {
+                Some(name) => {
+                    let name =
+                        rustls_pki_types::ServerName::try_from(name.clone()).map_err(|_| {
+                            Error::Tls(format!(
+                                "bad TLS server name {name:?}: give a DNS name or an IP address"
+                            ))
+                        })?;
+                    b.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+                }
+                None => b,
+            };
+            let mut http = connector();
+            http.enforce_http(false);
+            let https = b.enable_http1().wrap_connector(http);
+            Ok(Client {
+                http: Http::Tls(builder().build(https)),
+                auth: Self::auth(token),
+            })
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = tls;
+            Err(Error::Tls(crate::tls::imp::MISSING.to_string()))
+        }
+    }
+
+    fn auth(token: Option<String>) -> Auth {
+        match token.filter(|t| !t.is_empty()) {
             None => Auth::None,
             Some(t) => match HeaderValue::from_str(&format!("Bearer {t}")) {
                 Ok(mut v) => {
@@ -54,15 +151,7 @@ impl Client {
                         .to_string(),
                 ),
             },
-        };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
-        Client { http, auth }
+        }
     }
 
     /// `POST /control/<task>[/<timeout_secs>]` with the leader's epoch and a pre-serialized
@@ -264,7 +353,7 @@ impl Client {
         body: Bytes,
         timeout: Duration,
     ) -> Result<(StatusCode, Bytes), Error> {
-        let uri = uri(addr, route)?;
+        let uri = uri(self.http.scheme(), addr, route)?;
         let mut builder = Request::builder().method(method).uri(uri);
         if auth {
             match &self.auth {
@@ -287,7 +376,7 @@ impl Client {
             let resp = self.http.request(req).await.map_err(|e| Error::Transport {
                 addr: addr.to_string(),
                 route: route.to_string(),
-                reason: chain(&e),
+                reason: explain(self.http.scheme(), chain(&e)),
                 source: Box::new(e),
             })?;
             let code = resp.status();
@@ -314,7 +403,29 @@ impl Client {
     }
 }
 
-fn uri(addr: &str, route: &str) -> Result<Uri, Error> {
+/// Adds the fix to the TLS failures a pod's refusal shows up as.
+fn explain(scheme: &str, reason: String) -> String {
+    if scheme != "https" {
+        return reason;
+    }
+    let hint = if reason.contains("CertificateRequired") {
+        "the pod asks for a client certificate: give one signed by the cluster's CA \
+         (--tls-cert and --tls-key, or ochopod_tls_cert and ochopod_tls_key)"
+    } else if reason.contains("alert") {
+        "the pod refused this client's certificate (expired, or not signed by the cluster's \
+         CA): give a valid one signed by the cluster's CA"
+    } else if reason.contains("invalid peer certificate") {
+        "the pod's certificate is not one this client trusts: check the CA file (--tls-ca or \
+         ochopod_tls_ca) and the name the certificate carries (--tls-server-name)"
+    } else if reason.contains("corrupt message") || reason.contains("InvalidContentType") {
+        "the pod does not speak TLS: use its plain-HTTP address without --tls-ca"
+    } else {
+        return reason;
+    };
+    format!("{reason} ({hint})")
+}
+
+fn uri(scheme: &str, addr: &str, route: &str) -> Result<Uri, Error> {
     let bad = |reason: &str| Error::Address {
         addr: addr.to_string(),
         reason: reason.to_string(),
@@ -327,7 +438,7 @@ fn uri(addr: &str, route: &str) -> Result<Uri, Error> {
         return Err(bad("the port is missing"));
     }
     Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(authority)
         .path_and_query(route)
         .build()
@@ -393,7 +504,7 @@ mod tests {
     #[test]
     fn addresses_are_checked() {
         assert_eq!(
-            uri("127.0.0.1:8080", "/info").unwrap().to_string(),
+            uri("http", "127.0.0.1:8080", "/info").unwrap().to_string(),
             "http://127.0.0.1:8080/info"
         );
         for (bad, why) in [
@@ -402,7 +513,7 @@ mod tests {
             ("1.2.3.4:80/x", "not a host:port"),
             ("", "not a host:port"),
         ] {
-            let err = uri(bad, "/info").unwrap_err().to_string();
+            let err = uri("http", bad, "/info").unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
     }

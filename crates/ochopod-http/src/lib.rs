@@ -22,6 +22,12 @@
 //! files as a `multipart/form-data` upload. The 1.x form answers as 1.x does: 404 `{}` for an
 //! unknown tool, otherwise always 200 `{"code": N, "stdout": [lines]}`.
 //!
+//! With [`ServerConfig::tls`] the server speaks TLS only (feature `tls`, rustls); with a client
+//! CA it asks for client certificates (mutual TLS): the acting routes then need a verified one
+//! (403 without), the read-only routes too unless [`ServerTls::open_read_only`]. Certificate,
+//! key and CA files are read again when they change. A plain-HTTP request to a TLS port gets a
+//! plain 400 saying to use `https`.
+//!
 //! Errors decided by the router: unknown route 404, wrong method 405, missing or wrong token 401,
 //! body over [`ServerConfig::max_body`] 413, malformed JSON, unknown task, bad epoch header or bad
 //! timeout 400, control timeout 408, handler panic 500.
@@ -61,10 +67,14 @@ mod client;
 mod exec;
 mod multipart;
 mod server;
+mod tls;
 
 pub use client::Client;
 pub use exec::ExecRequest;
-pub use server::{serve, ControlRequest, Handler, Reply, Router, ServerConfig, SHELL_HEADER};
+pub use server::{
+    serve, ControlRequest, Handler, PeerCertified, Reply, Router, ServerConfig, SHELL_HEADER,
+};
+pub use tls::{ClientTls, ServerTls};
 
 // What this crate's signatures name, so a tool needs no other dependency to call them.
 pub use bytes::Bytes;
@@ -86,6 +96,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// TLS settings that cannot be used (a missing or bad file, a build without the `tls`
+    /// feature).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The client's token cannot be sent in an HTTP header.
     #[error("bad token: {0}")]
     Token(String),

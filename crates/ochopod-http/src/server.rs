@@ -143,6 +143,8 @@ pub struct ServerConfig {
     /// and closed at once, so slow or idle clients cannot hold the control port; every
     /// connection is bounded in time by the read timeouts above.
     pub max_connections: usize,
+    /// TLS (default none: plain HTTP). Needs the `tls` feature.
+    pub tls: Option<crate::ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -156,9 +158,19 @@ impl Default for ServerConfig {
             drain_max: 16 * 1024 * 1024,
             drain_timeout: Duration::from_secs(5),
             max_connections: 512,
+            tls: None,
         }
     }
 }
+
+/// Marks a request whose connection presented a client certificate the server verified.
+///
+/// [`serve`] inserts it in the request's extensions; with a client CA
+/// ([`ServerTls::client_ca`](crate::ServerTls::client_ca)) the [`Router`] refuses the acting
+/// routes (403) to requests without it. A runtime embedding the router in its own TLS server
+/// inserts it the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCertified;
 
 /// The header of 1.x's `/exec`: the tool's command line, `TOOL ARG ARG`.
 pub const SHELL_HEADER: &str = "x-shell";
@@ -240,6 +252,8 @@ struct RouterInner {
     body_read_timeout: Duration,
     drain_max: usize,
     drain_timeout: Duration,
+    /// Acting routes need [`PeerCertified`].
+    mtls: bool,
 }
 
 impl Router {
@@ -258,6 +272,7 @@ impl Router {
                 body_read_timeout: config.body_read_timeout,
                 drain_max: config.drain_max,
                 drain_timeout: config.drain_timeout,
+                mtls: config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
             }),
         }
     }
@@ -291,6 +306,20 @@ impl Router {
                 ),
             );
             resp.headers_mut().insert(header::ALLOW, allow.clone());
+            return self.refuse(&parts.headers, body, resp).await;
+        }
+        if !route.read_only()
+            && self.inner.mtls
+            && parts.extensions.get::<PeerCertified>().is_none()
+        {
+            let resp = error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{path} needs a client certificate signed by the cluster's CA and this \
+                     connection presented none: give the caller one (ochopod_tls_cert and \
+                     ochopod_tls_key, or --tls-cert and --tls-key)"
+                ),
+            );
             return self.refuse(&parts.headers, body, resp).await;
         }
         if !route.read_only() && !self.authorized(&parts.headers) {
@@ -746,6 +775,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let local = listener.local_addr()?;
+    #[cfg(feature = "tls")]
+    let tls = match &config.tls {
+        Some(t) => Some(Arc::new(crate::tls::imp::server_state(t)?)),
+        None => None,
+    };
+    #[cfg(not(feature = "tls"))]
+    if config.tls.is_some() {
+        return Err(Error::Tls(crate::tls::imp::MISSING.to_string()));
+    }
     let router = Router::new(handler, &config);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.keep_alive(true)
@@ -759,7 +797,7 @@ pub async fn serve(
             .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
     ));
     let mut backoff = Duration::ZERO;
-    tracing::info!(%local, "control plane listening");
+    tracing::info!(%local, tls = config.tls.is_some(), "control plane listening");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -787,6 +825,31 @@ pub async fn serve(
                     tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");
                 }
                 let router = router.clone();
+                #[cfg(feature = "tls")]
+                if let Some(tls) = &tls {
+                    let cfg = tls.current();
+                    let (http, watcher) = (http.clone(), graceful.watcher());
+                    let handshake = config.header_read_timeout;
+                    conns.spawn(async move {
+                        let _slot = slot;
+                        let Some((stream, certified)) = tls_accept(stream, cfg, handshake, peer).await
+                        else {
+                            return;
+                        };
+                        let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                            let router = router.clone();
+                            if certified {
+                                req.extensions_mut().insert(PeerCertified);
+                            }
+                            async move { Ok::<_, Infallible>(router.handle(req).await) }
+                        });
+                        let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), svc));
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                    continue;
+                }
                 let svc = hyper::service::service_fn(move |req| {
                     let router = router.clone();
                     async move { Ok::<_, Infallible>(router.handle(req).await) }
@@ -846,6 +909,55 @@ async fn busy(mut stream: tokio::net::TcpStream) {
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
+}
+
+/// The TLS handshake of one connection: the stream and whether the client presented a verified
+/// certificate, or `None` when the handshake failed (logged). A client speaking plain HTTP gets
+/// a plain 400 saying to use `https`.
+#[cfg(feature = "tls")]
+async fn tls_accept(
+    mut stream: tokio::net::TcpStream,
+    cfg: Arc<rustls::ServerConfig>,
+    timeout: Duration,
+    peer: std::net::SocketAddr,
+) -> Option<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, bool)> {
+    use tokio::io::AsyncWriteExt;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    // Every TLS connection opens with a handshake record (content type 22).
+    if first[0] != 22 {
+        let body = br#"{"error": "this pod's control plane speaks TLS only: use https:// (ochopod_tls_ca or --tls-ca)"}"#;
+        let head = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(body).await;
+        let _ = stream.shutdown().await;
+        return None;
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let certified = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .is_some_and(|c| !c.is_empty());
+            Some((tls, certified))
+        }
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "TLS handshake refused");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

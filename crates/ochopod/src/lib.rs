@@ -173,6 +173,20 @@ pub struct PodConfig {
     pub state_dir: Option<PathBuf>,
     /// Control-plane token (`ochopod_token`; default none: no token required).
     pub token: Option<String>,
+    /// The pod's PEM certificate, served by its control plane and presented by its leader
+    /// (`ochopod_tls_cert`; with `tls_key` and `tls_ca` the control plane speaks mutual TLS).
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM key of `tls_cert` (`ochopod_tls_key`).
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's PEM CA: clients must present a certificate it signed, and pods'
+    /// certificates must be signed by it (`ochopod_tls_ca`).
+    pub tls_ca: Option<PathBuf>,
+    /// The name the leader expects in the pods' certificates (`ochopod_tls_server_name`;
+    /// default the pod's IP).
+    pub tls_server_name: Option<String>,
+    /// Let clients without a certificate read `/info`, `/log`, `/healthz`, `/readyz` and
+    /// `/metrics` (`ochopod_tls_open_read_only`; default false).
+    pub tls_open_read_only: Option<bool>,
     /// Forward the process output into the pod log (default true).
     pub pipe: Option<bool>,
     /// Where the Mesos files and the Kubernetes service account are (default
@@ -405,6 +419,11 @@ impl PodBuilder {
             zk_auth,
             state_dir,
             token,
+            tls_cert,
+            tls_key,
+            tls_ca,
+            tls_server_name,
+            tls_open_read_only,
             pipe,
             binding_options,
         } = config;
@@ -436,6 +455,11 @@ impl PodBuilder {
         merge!("zk_auth", zk_auth, zk_auth);
         merge!("state_dir", state_dir, state_dir);
         merge!("token", token, token);
+        merge!("tls_cert", tls_cert, tls_cert);
+        merge!("tls_key", tls_key, tls_key);
+        merge!("tls_ca", tls_ca, tls_ca);
+        merge!("tls_server_name", tls_server_name, tls_server_name);
+        merge!("tls_open_read_only", tls_open_read_only, tls_open_read_only);
         merge!("pipe", pipe, pipe);
         merge!("binding_options", binding_options, binding_options);
         for (container, host) in ports {
@@ -568,6 +592,7 @@ impl PodBuilder {
             .clone()
             .or_else(|| get("ochopod_token"))
             .filter(|t| !t.is_empty());
+        let tls = self.tls(&get)?;
         let debug = get("ochopod_debug").unwrap_or_else(|| "false".to_string());
         let mut registration = Registration {
             cluster,
@@ -648,12 +673,77 @@ impl PodBuilder {
             },
             listen,
             token,
+            tls,
             model: self.model,
             process: self.process,
             pipe: self.config.pipe.unwrap_or(true),
             env: self.env,
         };
         Ok((settings, self.reaper, self.log))
+    }
+
+    /// The control plane's TLS, from the settings and `ochopod_tls_*`: all of cert, key and CA,
+    /// or none; every file is read once here so a bad one fails at start.
+    fn tls(
+        &self,
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<(ochopod_http::ServerTls, ochopod_http::ClientTls)>, Error> {
+        let c = &self.config;
+        let path = |v: &Option<PathBuf>, k: &str| v.clone().or_else(|| get(k).map(PathBuf::from));
+        let cert = path(&c.tls_cert, "ochopod_tls_cert");
+        let key = path(&c.tls_key, "ochopod_tls_key");
+        let ca = path(&c.tls_ca, "ochopod_tls_ca");
+        let server_name = c
+            .tls_server_name
+            .clone()
+            .or_else(|| get("ochopod_tls_server_name"));
+        let open = match c.tls_open_read_only {
+            Some(b) => b,
+            None => match get("ochopod_tls_open_read_only").as_deref() {
+                None | Some("false" | "0" | "no" | "off") => false,
+                Some("true" | "1" | "yes" | "on") => true,
+                Some(other) => {
+                    return Err(Error::Settings(format!(
+                        "bad ochopod_tls_open_read_only {other:?}: use true or false"
+                    )))
+                }
+            },
+        };
+        let (cert, key, ca) = match (cert, key, ca) {
+            (None, None, None) => return Ok(None),
+            (Some(cert), Some(key), Some(ca)) => (cert, key, ca),
+            (cert, key, ca) => {
+                let missing: Vec<&str> = [
+                    (cert.is_none(), "tls_cert (ochopod_tls_cert)"),
+                    (key.is_none(), "tls_key (ochopod_tls_key)"),
+                    (ca.is_none(), "tls_ca (ochopod_tls_ca)"),
+                ]
+                .into_iter()
+                .filter_map(|(m, n)| m.then_some(n))
+                .collect();
+                return Err(Error::Settings(format!(
+                    "TLS needs the pod's certificate, its key and the cluster's CA: {} missing",
+                    missing.join(", ")
+                )));
+            }
+        };
+        let server = ochopod_http::ServerTls {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: Some(ca.clone()),
+            open_read_only: open,
+        };
+        let client = ochopod_http::ClientTls {
+            ca,
+            cert: Some(cert),
+            key: Some(key),
+            server_name,
+        };
+        server
+            .check()
+            .and_then(|()| client.check())
+            .map_err(|e| Error::Settings(e.to_string()))?;
+        Ok(Some((server, client)))
     }
 
     /// Prepares and runs the pod until it stops; returns the agent's exit code (0 after

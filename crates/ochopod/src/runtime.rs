@@ -41,6 +41,8 @@ pub(crate) struct RuntimeSettings {
     pub listen: std::net::SocketAddr,
     /// Control-plane token.
     pub token: Option<String>,
+    /// The control plane's TLS (server side, and the leader's client side).
+    pub tls: Option<(ochopod_http::ServerTls, ochopod_http::ClientTls)>,
     /// The leader's settings.
     pub model: ModelSettings,
     /// The pod's settings.
@@ -269,8 +271,14 @@ pub(crate) async fn run<L: Lifecycle>(
         let (stop_http, http_stopped) = oneshot::channel::<()>();
         let config = ochopod_http::ServerConfig {
             token: settings.token.clone(),
+            tls: settings.tls.as_ref().map(|t| t.0.clone()),
             ..Default::default()
         };
+        let client = ochopod_http::Client::with_tls(
+            settings.token.clone(),
+            settings.tls.as_ref().map(|t| &t.1),
+        )
+        .map_err(|e| crate::Error::Settings(e.to_string()))?;
         let server = tokio::spawn(ochopod_http::serve(listener, handler, config, async move {
             let _ = http_stopped.await;
         }));
@@ -334,7 +342,7 @@ pub(crate) async fn run<L: Lifecycle>(
         let seq = settings.seq;
         let fan_out = settings.model.fan_out.clamp(1, Semaphore::MAX_PERMITS);
         let mut d = Driver {
-            client: ochopod_http::Client::new(settings.token.clone()),
+            client,
             settings,
             lifecycle,
             reaper,

@@ -65,6 +65,16 @@ pub struct PodSection {
     pub start: Option<bool>,
     /// Control-plane token (`ochopod_token`).
     pub token: Option<String>,
+    /// The pod's PEM certificate (`ochopod_tls_cert`; relative to the spec's folder).
+    pub tls_cert: Option<String>,
+    /// Its PEM key (`ochopod_tls_key`).
+    pub tls_key: Option<String>,
+    /// The cluster's PEM CA (`ochopod_tls_ca`).
+    pub tls_ca: Option<String>,
+    /// The name the leader expects in pods' certificates (`ochopod_tls_server_name`).
+    pub tls_server_name: Option<String>,
+    /// Read-only routes open to clients without a certificate (`ochopod_tls_open_read_only`).
+    pub tls_open_read_only: Option<bool>,
     /// Debug logs (`ochopod_debug`).
     pub debug: Option<bool>,
 }
