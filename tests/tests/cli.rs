@@ -418,7 +418,11 @@ fn a_taken_control_port_exits_4() -> anyhow::Result<()> {
     // The control plane listens before ZooKeeper is contacted: no server is needed.
     let mut spec = PodSpec::new(NS, "taken", "127.0.0.1:1")?;
     spec.command("sleep 600");
-    let held = std::net::TcpListener::bind(("127.0.0.1", spec.control_port()))?;
+    // A port the kernel gives us and we hold: a port picked free and bound afterwards can be
+    // taken in between by a test running beside this one.
+    let held = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    let port = held.local_addr()?.port();
+    spec.set("pod", "port", i64::from(port));
     let dir = tempfile::tempdir()?;
     let path = spec.write_to(dir.path())?;
     let out = ochopod_cli(&["run", "--spec", &path.display().to_string()], &[], CLI)?;
@@ -429,10 +433,8 @@ fn a_taken_control_port_exits_4() -> anyhow::Result<()> {
         .find(|l| l.starts_with("ochopod: "))
         .unwrap_or_default();
     assert!(
-        err.contains(&format!(
-            "cannot listen on 127.0.0.1:{}",
-            spec.control_port()
-        )) && err.contains("[pod] port")
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+            && err.contains("[pod] port")
             && !err.contains("PodBuilder"),
         "{out:?}"
     );
