@@ -1,0 +1,191 @@
+//! The pod executor: carries out the pod machine's actions (replies, hooks, the sub-process).
+
+use crate::lifecycle::Lifecycle;
+use ochopod_core::pod::{Hook, PodAction, StepResult};
+use ochopod_core::ClusterView;
+use ochopod_http::Reply;
+use ochopod_supervisor::{CommandSpec, OutputMode};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+use super::{Driver, Msg, SHUTDOWN_ID};
+
+impl<L: Lifecycle> Driver<L> {
+    pub(super) fn do_pod(&mut self, action: PodAction) {
+        let now = Instant::now();
+        match action {
+            PodAction::Reply { id, code, body } => {
+                if id == SHUTDOWN_ID {
+                    // The process is down after SIGTERM: the agent stops.
+                    self.done = true;
+                    return;
+                }
+                if let Some(w) = self.waiters.remove(&id) {
+                    let _ = w.send(Reply { code, body });
+                }
+            }
+            PodAction::Hook { hook, view, input } => {
+                let l = Arc::clone(&self.lifecycle);
+                let tx = self.tx.clone();
+                let pid = self.pod.pid().unwrap_or(0);
+                tokio::spawn(async move {
+                    let r = run_hook(&*l, hook, view, input, pid).await;
+                    // A failed check is logged with its count once the pod machine has it.
+                    match &r {
+                        Err(e) if hook != Hook::SanityCheck => {
+                            warn!("{} failed -> {e}", hook_name(hook));
+                        }
+                        _ => {}
+                    }
+                    let _ = tx.send(Msg::Step(StepResult::Hook(r)));
+                });
+            }
+            PodAction::Configure { view } => {
+                info!(
+                    "configuring pod {}/{} (seq {})",
+                    view.index + 1,
+                    view.size,
+                    view.seq
+                );
+                let l = Arc::clone(&self.lifecycle);
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let r = l.configure(&view).await;
+                    let _ = tx.send(Msg::Configured(r));
+                });
+            }
+            PodAction::Spawn => {
+                let result = self.spawn();
+                self.pod.handle_result(now, StepResult::Spawned(result));
+            }
+            PodAction::Terminate => {
+                let Some(pid) = self.pod.pid() else { return };
+                self.tearing_down
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                let l = Arc::clone(&self.lifecycle);
+                tokio::spawn(async move {
+                    match l.tear_down(pid).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            let _ = ochopod_supervisor::signal_group(pid, nix_signal("SIGTERM"));
+                        }
+                        Err(e) => {
+                            warn!("tear_down hook failed ({e}); sending SIGTERM");
+                            let _ = ochopod_supervisor::signal_group(pid, nix_signal("SIGTERM"));
+                        }
+                    }
+                });
+            }
+            PodAction::Kill => {
+                if let Some(pid) = self.pod.pid() {
+                    warn!(pid, "grace ran out: SIGKILL to the process group");
+                    let _ = ochopod_supervisor::signal_group(pid, nix_signal("SIGKILL"));
+                }
+            }
+            PodAction::Exit { code } => {
+                warn!("circuit breaker tripped with on_give_up = \"exit\": the agent exits");
+                self.exit_code = code;
+                let _ = self.tx.send(Msg::Shutdown);
+            }
+        }
+    }
+
+    pub(super) fn spawn(&mut self) -> Result<u32, String> {
+        let Some(cmd) = self.command.clone() else {
+            return Err("no configured command".to_string());
+        };
+        let mut env = self.settings.env.clone();
+        let mut reg = self.settings.registration.clone();
+        reg.seq = self.seq.or(reg.seq);
+        reg.scrub_secrets();
+        env.insert("ochopod".to_string(), reg.to_json());
+        env.extend(cmd.env.clone());
+        let spec = CommandSpec {
+            program: cmd.program.clone(),
+            cwd: cmd.cwd.clone(),
+            env,
+            output: if self.settings.pipe {
+                OutputMode::Pipe(self.shared.log.clone())
+            } else {
+                OutputMode::Inherit
+            },
+        };
+        self.tearing_down
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let mut child = self.reaper.spawn(&spec).map_err(|e| e.to_string())?;
+        let pid = child.pid();
+        self.logged.starts += 1;
+        info!(
+            "started <{}> as pid {pid} (start #{})",
+            cmd.program, self.logged.starts
+        );
+        let tx = self.tx.clone();
+        let tearing_down = Arc::clone(&self.tearing_down);
+        // Bound of the wait for the rest of the group: the pod machine SIGKILLs the group at
+        // the grace (its pid is still current), or, when soft, gives up on it then.
+        let bound = self.settings.process.grace + Duration::from_secs(5);
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            if tearing_down.load(std::sync::atomic::Ordering::Relaxed) {
+                // The group leader is gone, but the tear-down is over only once the rest of
+                // its group is (a `sh -c 'app; ...'` shell dies at SIGTERM before its app).
+                let deadline = tokio::time::Instant::now() + bound;
+                while ochopod_supervisor::group_alive(pid) && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let _ = tx.send(Msg::Exit {
+                pid,
+                code: status.code(),
+                how: status.to_string(),
+            });
+        });
+        Ok(pid)
+    }
+}
+
+/// A hook's name as the spec writes it.
+fn hook_name(hook: Hook) -> &'static str {
+    match hook {
+        Hook::Initialize => "initialize",
+        Hook::CanConfigure => "can_configure",
+        Hook::Configured => "configured",
+        Hook::Reload => "reload",
+        Hook::Finalize => "finalize",
+        Hook::Signal => "signal",
+        Hook::SanityCheck => "sanity check",
+    }
+}
+
+async fn run_hook<L: Lifecycle>(
+    l: &L,
+    hook: Hook,
+    view: Option<Arc<ClusterView>>,
+    input: Value,
+    pid: u32,
+) -> Result<Value, String> {
+    let need_view = || -> Result<Arc<ClusterView>, String> {
+        view.clone()
+            .ok_or_else(|| format!("internal error: {hook:?} without a cluster view"))
+    };
+    let r = match hook {
+        Hook::Initialize => l.initialize(&*need_view()?).await.map(|_| Value::Null),
+        Hook::CanConfigure => l.can_configure(&*need_view()?).await.map(|_| Value::Null),
+        Hook::Configured => l.configured(&*need_view()?).await.map(|_| Value::Null),
+        Hook::Reload => l.reload(&*need_view()?).await.map(|_| Value::Null),
+        Hook::Finalize => l.finalize().await.map(|_| Value::Null),
+        Hook::Signal => l.signal(input).await,
+        Hook::SanityCheck => l.sanity_check(pid).await.map(|m| m.unwrap_or(Value::Null)),
+    };
+    r.map_err(|e| e.0)
+}
+
+fn nix_signal(name: &str) -> ochopod_supervisor::Signal {
+    match name {
+        "SIGKILL" => ochopod_supervisor::Signal::SIGKILL,
+        _ => ochopod_supervisor::Signal::SIGTERM,
+    }
+}
