@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark of issue 10 in one run (BENCHMARKS.md):
+# Every benchmark in one run (BENCHMARKS.md):
 #   1. criterion micro-benchmarks of the core and the runtime (cargo bench -p ochopod-core -p ochopod)
 #   2. the instruction-count guard (scripts/bench-guard.sh)
 #   3. the cluster-level harness (ochopod-bench) on a local ZooKeeper with real agents

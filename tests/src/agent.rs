@@ -90,12 +90,12 @@ fn locate_or_build() -> std::result::Result<PathBuf, (PathBuf, String)> {
     }
 }
 
-/// A pod spec (DESIGN section 9) built in code, written as `pod.toml` in a fresh folder by
+/// A pod spec (`docs/spec.md`) built in code, written as `pod.toml` in a fresh folder by
 /// [`Agent::spawn`], with any template sources or scripts it needs beside it.
 ///
 /// [`PodSpec::new`] fills `[pod]` with the namespace, cluster, ZooKeeper address, a free control
 /// port, `binding = "local"` and a 3 s session, and `[model]` with `damper = 0`. Everything else
-/// is set with the builder methods; any key of section 9 can be set with [`PodSpec::set`].
+/// is set with the builder methods; any key of `docs/spec.md` can be set with [`PodSpec::set`].
 #[derive(Clone, Debug)]
 pub struct PodSpec {
     root: toml::Table,
@@ -630,7 +630,7 @@ impl Agent {
         Ok(r.body)
     }
 
-    /// `/info` parsed as [`Info`] (DESIGN section 7).
+    /// `/info` parsed as [`Info`] (`docs/http.md`).
     pub fn info(&self) -> Result<Info> {
         let v = self.info_json()?;
         serde_json::from_value(v.clone()).map_err(|e| Error::Payload {
@@ -666,7 +666,7 @@ impl Agent {
     }
 
     /// Zombie children of the agent (exited, not reaped): the agent reaps every child, so
-    /// this stays empty while it works (DESIGN section 6, PID 1 duties).
+    /// this stays empty while it works (PID 1 duties, `docs/protocol.md#the-agent-itself`).
     pub fn zombie_children(&self) -> Vec<u32> {
         let Some(me) = self.pid() else {
             return Vec::new();

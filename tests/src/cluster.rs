@@ -1,7 +1,7 @@
-//! One cluster as ZooKeeper holds it (DESIGN section 3), read by kazoo ([`ClusterZk`]); a
-//! cluster at rest as `/info` and ZooKeeper both see it ([`wait_settled`]); and control calls
-//! carrying a chosen leader epoch ([`control_with_epoch`]). Shared by every suite that watches a
-//! cluster from the outside (mixed 1.x clusters, dependencies, resilience).
+//! One cluster as ZooKeeper holds it (`docs/protocol.md#zookeeper-layout`), read by kazoo
+//! ([`ClusterZk`]); a cluster at rest as `/info` and ZooKeeper both see it ([`wait_settled`]); and
+//! control calls carrying a chosen leader epoch ([`control_with_epoch`]). Shared by every suite
+//! that watches a cluster from the outside (mixed 1.x clusters, dependencies, resilience).
 
 use crate::agent::{describe, Agent, Reply};
 use crate::error::{Error, Result};
@@ -13,7 +13,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// One cluster as ZooKeeper holds it (DESIGN section 3), read by kazoo.
+/// One cluster as ZooKeeper holds it (`docs/protocol.md#zookeeper-layout`), read by kazoo.
 #[derive(Clone, Debug)]
 pub struct ClusterZk {
     /// Pod nodes `<key>.<seq>` holding a registration, by key: (seq from the payload, else the
@@ -116,8 +116,8 @@ impl ClusterZk {
 }
 
 /// A pod node: named `<key>.<counter>` (ten digits, as ZooKeeper numbers sequential nodes) and
-/// holding a registration (DESIGN section 4, a 1.x one included); anything else is foreign.
-/// Returns its key and published seq (the payload's `seq`, else the counter).
+/// holding a registration (`docs/protocol.md#registration`, a 1.x one included); anything else is
+/// foreign. Returns its key and published seq (the payload's `seq`, else the counter).
 fn pod_node(node: &ZNode) -> Option<(String, u64)> {
     let (key, counter) = node.name.rsplit_once('.')?;
     if counter.len() != 10 || !counter.bytes().all(|b| b.is_ascii_digit()) {

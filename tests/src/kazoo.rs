@@ -199,7 +199,8 @@ impl Kazoo {
         }
     }
 
-    /// `/ochopod/clusters/<namespace>.<cluster>`: the cluster's root (DESIGN section 3).
+    /// `/ochopod/clusters/<namespace>.<cluster>`: the cluster's root
+    /// (`docs/protocol.md#zookeeper-layout`).
     pub fn cluster_path(namespace: &str, cluster: &str) -> String {
         format!("/ochopod/clusters/{namespace}.{cluster}")
     }

@@ -1,8 +1,8 @@
 //! Harness for Ochopod's cross-crate end-to-end suites: real ZooKeeper servers, real `ochopod`
 //! agent processes, real sub-processes and real HTTP on loopback, observed from the outside.
 //!
-//! This crate only drives the agent as a black box through its contract (DESIGN section 9:
-//! `ochopod run --spec pod.toml`, `/info`, `/control/*`, the ZooKeeper layout of section 3); it
+//! This crate only drives the agent as a black box through its contract (`ochopod run
+//! --spec pod.toml`, `/info`, `/control/*`, the ZooKeeper layout of `docs/protocol.md`); it
 //! must never depend on the agent's internals (runtime, zk, http, supervisor crates), so a suite
 //! proves what operators and 1.x tools see.
 //!

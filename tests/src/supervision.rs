@@ -1,5 +1,5 @@
-//! Helpers for the supervision suites (DESIGN section 6): an operator's control body, the pod
-//! log, and what the kernel says about a pid (alive, zombie, gone), all read from the outside.
+//! Helpers for the supervision suites (`docs/protocol.md#the-pod`): an operator's control body, the
+//! pod log, and what the kernel says about a pid (alive, zombie, gone), all read from the outside.
 
 use crate::agent::Agent;
 use crate::error::{Error, Result};
@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The body an operator posts with `on`, `check` or `ok` to a one-pod cluster: the pod's own
-/// registration as the only member, no dependencies, and its key (DESIGN section 7).
+/// registration as the only member, no dependencies, and its key (`docs/http.md`).
 pub fn operator_body(info: &Info) -> Value {
     let registration = serde_json::to_value(&info.registration).unwrap_or(Value::Null);
     json!({

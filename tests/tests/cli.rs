@@ -1,4 +1,4 @@
-//! Issue 5's operator CLI against a live three-pod cluster: every command's output is checked
+//! The operator CLI against a live three-pod cluster: every command's output is checked
 //! against what the pods and ZooKeeper say (not just the exit code), and bad names give a
 //! one-line reason and a non-zero exit. Pods that cannot be reached, or names that match several
 //! pods, are registered by hand with kazoo, so the errors are certain rather than racy.

@@ -1,4 +1,4 @@
-//! Issue 5's control plane on live agents (DESIGN section 7): every route and status code, the
+//! The control plane on live agents (`docs/http.md`): every route and status code, the
 //! JSON errors that change nothing, the token rules, the order in which control requests are
 //! served, `/info` answering while a slow hook runs, and a timed-out task that is dropped.
 //!

@@ -1,7 +1,7 @@
-//! Issue 3 on a real ZooKeeper with real `ochopod run` agents: dependencies (a chain, a
+//! Clusters on a real ZooKeeper with real `ochopod run` agents: dependencies (a chain, a
 //! wildcard, a dependency cluster created after its dependent), `/reset` keeping key and seq, a
 //! stale leader epoch refused with 409, and an idle cluster that sends ZooKeeper nothing but
-//! session pings (DESIGN sections 3, 5 and 7).
+//! session pings (`docs/protocol.md`, `docs/http.md`).
 //!
 //! Observed from the outside: kazoo reads, `/info`, rendered files, ZooKeeper's `mntr` and `cons`.
 //! 100 ms tick, 3 s sessions; the order of events and loose bounds only. The scenarios run one

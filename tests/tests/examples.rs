@@ -1,4 +1,4 @@
-//! Issue 6's examples run against a live local cluster: `broker` (a pod written in Rust with
+//! The examples run against a live local cluster: `broker` (a pod written in Rust with
 //! the library API: its id is its seq and never changes, its peers come from `grep`) and
 //! `cluster-health` (a tool on `ochopod-zk` and `ochopod-http` that prints every cluster's hash
 //! and leader and fails when a configuration stays pending).

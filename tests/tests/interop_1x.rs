@@ -1,4 +1,4 @@
-//! Issue 3: Rust pods and an Ochopod 1.x pod form ONE cluster (DESIGN sections 3, 4, 5 and 10).
+//! Rust pods and an Ochopod 1.x pod form ONE cluster (`docs/protocol.md`, 1.x compatible).
 //!
 //! The 1.x pod is our own `tests/py/pod1x.py` (kazoo registration without `protocol`, kazoo's
 //! Lock recipe, 1.x control routes, optionally a minimal 1.x leader). The Rust pods are real

@@ -1,6 +1,6 @@
-//! Issue 8, scenario 12: a bounded, seeded chaos run against four pods on a standalone ZooKeeper
+//! A bounded, seeded chaos run against four pods on a standalone ZooKeeper
 //! (random SIGKILLs, freezes, cuts and blackholes between one pod and ZooKeeper, ZooKeeper
-//! restarts), checked against the invariants of DESIGN sections 3 and 5:
+//! restarts), checked against the invariants of `docs/protocol.md`:
 //!
 //! - never two leaders writing: ZooKeeper's own transaction log is replayed after the run and
 //!   every write of `snapshot` or `hash` must come from the session holding the lock at that
@@ -13,7 +13,7 @@
 //! - and, once the faults stop, the cluster settles again.
 //!
 //! The seed and the duration are fixed (`OCHOPOD_CHAOS_SEED`, `OCHOPOD_CHAOS_SECS` override
-//! them to explore); the figures are printed for the issue's note.
+//! them to explore); the figures are printed for the run's record.
 
 use ochopod_e2e::scenario::*;
 use ochopod_e2e::*;

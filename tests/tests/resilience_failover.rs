@@ -1,4 +1,4 @@
-//! Issue 8, scenarios 1, 2, 3 and 9: pods and leaders that die, freeze or lose their lock, on a
+//! Pods and leaders that die, freeze or lose their lock, on a
 //! real ZooKeeper (100 ms tick, 3 s sessions) with real `ochopod run` agents.
 //!
 //! Every scenario asserts the order of events and loose bounds only. Each starts its own

@@ -1,4 +1,4 @@
-//! Issue 8, scenarios 4, 5, 8, 10 and 11: one pod partitioned from ZooKeeper (a fault-injecting
+//! One pod partitioned from ZooKeeper (a fault-injecting
 //! proxy between it and the server), a configure slower than the control timeout, garbage under
 //! `pods/`, and a dependency cluster that goes away. Real ZooKeeper (100 ms tick), real agents,
 //! 3 s sessions; only the order of events and loose bounds are asserted.

@@ -1,4 +1,4 @@
-//! Issue 8, scenarios 6 and 7: ZooKeeper itself goes away. A standalone server restarted under
+//! ZooKeeper itself goes away. A standalone server restarted under
 //! a settled cluster, and a three-node ensemble that loses one member, then its quorum. The
 //! workload never stops because ZooKeeper is down, and nothing is reconfigured when nothing
 //! changed. Only the order of events and loose bounds are asserted.

@@ -1,5 +1,5 @@
-//! Issue 4 through the real agent: how `ochopod run` supervises its sub-process (DESIGN
-//! section 6), observed from the outside only: `/info`, `/log`, `/control/*`, files the
+//! How `ochopod run` supervises its sub-process (`docs/protocol.md#the-pod`), through the
+//! real agent, observed from the outside only: `/info`, `/log`, `/control/*`, files the
 //! sub-process and hooks write, and `/proc`.
 //!
 //! Each test runs one agent (a one-pod cluster: it leads itself, so `process: running` comes on

@@ -1,4 +1,4 @@
-//! Issue 4 through the real agent, at the agent's own level (DESIGN section 6): its SIGTERM
+//! Supervision through the real agent, at the agent's own level (`docs/protocol.md`): its SIGTERM
 //! (leave the cluster first, then end the process group, exit 0), `on_give_up = "exit"` (exit
 //! code 3) and `state_dir` (a restarted pod keeps its key and seq).
 //!

@@ -1,10 +1,11 @@
-//! Issue 2's end-to-end test: a real ZooKeeper and three real `ochopod run` agents of one local
-//! cluster, each serving a rendered `members.txt` through a `python3 -m http.server` sub-process.
+//! The walking skeleton, end to end: a real ZooKeeper and three real `ochopod run` agents of one
+//! local cluster, each serving a rendered `members.txt` through a `python3 -m http.server`
+//! sub-process.
 //!
 //! Checked from the outside only: ZooKeeper through kazoo (node names, ephemeral owners and
-//! payloads of DESIGN sections 3 and 4), `/info` over HTTP (section 7), rendered files on disk and
+//! payloads of `docs/protocol.md`), `/info` over HTTP (`docs/http.md`), rendered files on disk and
 //! served by the sub-processes. Then a follower is SIGKILLed: the survivors re-render to two
-//! members without restarting their sub-processes (non-strict pods, section 6).
+//! members without restarting their sub-processes (non-strict pods, `docs/protocol.md#the-pod`).
 //! Bounds are loose (tens of seconds against a 3 s session); only the order of events matters.
 
 use ochopod_e2e::*;
@@ -18,7 +19,8 @@ const NS: &str = "e2e";
 const CLUSTER: &str = "skeleton";
 const MEMBERS: &str =
     "{% for key, pod in cluster.pods|items %}{{ pod.ip }}:{{ pod.ports[\"9000\"] }}\n{% endfor %}";
-/// Registration keys of DESIGN section 4 (kept from 1.x) plus `protocol`; `seq` is checked apart.
+/// Registration keys (`docs/protocol.md#registration`, kept from 1.x) plus `protocol`; `seq` is
+/// checked apart.
 const REGISTRATION_KEYS: &[&str] = &[
     "cluster",
     "namespace",
@@ -252,8 +254,9 @@ fn three_pods_configure_then_survive_a_follower_kill() -> anyhow::Result<()> {
         assert_eq!(payload["ip"], "127.0.0.1");
         assert_eq!(payload["ports"]["9000"], u64::from(pod.http));
         assert_eq!(payload["port"], pod.agent.port().to_string());
-        // Readers take `seq` from the payload, falling back to the node suffix (DESIGN section
-        // 3); it is the counter of the pod's first registration, so never above the suffix.
+        // Readers take `seq` from the payload, falling back to the node suffix
+        // (`docs/protocol.md#zookeeper-layout`); it is the counter of the pod's first registration,
+        // so never above the suffix.
         let effective = match &payload["seq"] {
             Value::Null => seq,
             v => v

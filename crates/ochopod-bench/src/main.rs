@@ -1,8 +1,8 @@
 //! The cluster-level benchmark harness (BENCHMARKS.md).
 //!
 //! Starts a throw-away ZooKeeper (`scripts/zk.sh`), real `ochopod run` agents and lightweight
-//! simulated pods, measures what issue 10 asks (reconfiguration latency, failover, idle cost,
-//! `/info` throughput, ZooKeeper traffic, start-up), prints a table and writes the figures as
+//! simulated pods, measures reconfiguration latency, failover, idle cost,
+//! `/info` throughput, ZooKeeper traffic and start-up, prints a table and writes the figures as
 //! JSON. Every figure is the median of several runs; nothing here asserts a timing.
 //!
 //! Exit codes: 0 done, 1 a scenario failed (the error says which), 2 bad arguments.

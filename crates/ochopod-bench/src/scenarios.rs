@@ -1,4 +1,4 @@
-//! The measurements of issue 10, one method per section.
+//! The cluster-level measurements (BENCHMARKS.md), one method per section.
 
 use crate::agent::{free_port, unix_ms, Agent, AgentConfig, InfoView};
 use crate::sim::{self, SimFleet};

@@ -1,5 +1,5 @@
-//! Lightweight simulated pods: registered in ZooKeeper with the agent's layout (DESIGN sections
-//! 3 and 4, sharing the harness's session) and answering the control protocol, one listener per
+//! Lightweight simulated pods: registered in ZooKeeper with the agent's layout (`docs/protocol.md`,
+//! sharing the harness's session) and answering the control protocol, one listener per
 //! pod in this process.
 //!
 //! Two servers: [`SimServer::Raw`] (default) reads each request body to the end without parsing
@@ -186,7 +186,8 @@ impl Drop for SimFleet {
     }
 }
 
-/// The registration a simulated pod writes: what a `local` agent writes (DESIGN section 4).
+/// The registration a simulated pod writes: what a `local` agent writes
+/// (`docs/protocol.md#registration`).
 pub(crate) fn registration(cluster: &str, port: u16, zk: &str) -> Registration {
     let mut reg = Registration {
         cluster: cluster.into(),

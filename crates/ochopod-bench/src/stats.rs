@@ -5,14 +5,14 @@ use serde_json::{json, Value};
 /// One measured figure: its samples and what it is compared with.
 #[derive(Debug, Clone)]
 pub(crate) struct Metric {
-    /// Section of the issue (1 reconfiguration, 2 failover, ...).
+    /// Section of the report (1 reconfiguration, 2 failover, ...).
     pub(crate) section: &'static str,
     pub(crate) name: String,
     pub(crate) unit: &'static str,
     pub(crate) samples: Vec<f64>,
-    /// The target of issue 10, as text (e.g. `< 100`).
+    /// The target set for this figure, as text (e.g. `< 100`).
     pub(crate) target: Option<String>,
-    /// The same figure measured on Ochopod 1.0.7, when the issue gives it.
+    /// The same figure measured on Ochopod 1.0.7, when known.
     pub(crate) v1: Option<String>,
 }
 

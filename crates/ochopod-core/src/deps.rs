@@ -1,5 +1,6 @@
-//! Dependency names (DESIGN section 3): `foo` means `NS.foo`, `/other.foo` is absolute, `*`
-//! matches any run of characters in cluster names, and a cluster never depends on itself.
+//! Dependency names (`docs/protocol.md#dependencies`): `foo` means `NS.foo`, `/other.foo` is
+//! absolute, `*` matches any run of characters in cluster names, and a cluster never depends on
+//! itself.
 
 /// One entry of `depends_on`, resolved against the pod's namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,5 +1,6 @@
-//! The configuration hash (DESIGN section 5): SHA-256, lowercase hex, over a canonical JSON
-//! serialization (sorted keys, no whitespace) of the cluster's live pods and its dependency views.
+//! The configuration hash (`docs/protocol.md#the-configuration-hash`): SHA-256, lowercase hex, over
+//! a canonical JSON serialization (sorted keys, no whitespace) of the cluster's live pods and its
+//! dependency views.
 
 use crate::wire::{Dependencies, Pods};
 use serde_json::Value;

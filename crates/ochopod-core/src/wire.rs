@@ -23,7 +23,7 @@ pub type Pods = BTreeMap<String, Registration>;
 /// Dependency views, by dependency name as written in `depends_on`.
 pub type Dependencies = BTreeMap<String, Pods>;
 
-/// A pod's registration, as written under `P/pods/<uuid>.<seq>` (DESIGN section 4).
+/// A pod's registration, as written under `P/pods/<uuid>.<seq>` (`docs/protocol.md#registration`).
 ///
 /// Keys are those of Ochopod 1.x. Fields this implementation does not know are kept in
 /// [`Registration::extra`] and written back unchanged, so mixed clusters lose nothing.
@@ -108,7 +108,8 @@ impl Registration {
             .any(|needle| lower.contains(needle))
     }
 
-    /// Drops every secret from `extra` (DESIGN section 4) and credentials from `zk`.
+    /// Drops every secret from `extra` ([`Registration::is_secret_key`]) and credentials
+    /// from `zk`.
     pub fn scrub_secrets(&mut self) {
         self.extra.retain(|k, _| !Self::is_secret_key(k));
         self.zk = strip_zk_credentials(&self.zk);
@@ -253,7 +254,7 @@ pub enum Task {
 }
 
 impl Task {
-    /// Every task, in the order of the table of DESIGN section 7.
+    /// Every task, in the order of the task table of `docs/http.md`.
     pub const ALL: [Task; 6] = [
         Task::Check,
         Task::On,

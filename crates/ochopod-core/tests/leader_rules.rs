@@ -1,4 +1,4 @@
-//! The leader's rules of DESIGN section 5, one test each, on the simulator of `sim/`.
+//! The leader's rules (`docs/protocol.md#the-leader`), one test each, on the simulator of `sim/`.
 
 mod sim;
 

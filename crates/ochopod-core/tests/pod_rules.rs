@@ -1,4 +1,4 @@
-//! The pod's rules of DESIGN section 6, one test each, on the simulator of `sim/`.
+//! The pod's rules (`docs/protocol.md#the-pod`), one test each, on the simulator of `sim/`.
 
 mod sim;
 

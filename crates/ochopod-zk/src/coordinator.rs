@@ -1,4 +1,4 @@
-//! The coordinator: one actor owning a pod's whole ZooKeeper life (DESIGN sections 3 and 5).
+//! The coordinator: one actor owning a pod's whole ZooKeeper life (`docs/protocol.md`).
 //!
 //! Per session: connect, register under `P/pods/`, compete for the lock under `P/coordinator/`;
 //! while holding it, watch `P/pods` and the dependencies and perform the fenced writes. A lost

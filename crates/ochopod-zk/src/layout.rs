@@ -1,5 +1,5 @@
-//! The ZooKeeper layout of DESIGN section 3: paths, node names and payloads, and the reads that
-//! both the coordinator and the directory make.
+//! The ZooKeeper layout (`docs/protocol.md#zookeeper-layout`): paths, node names and payloads, and
+//! the reads that both the coordinator and the directory make.
 
 use std::collections::{BTreeMap, HashMap};
 
