@@ -39,7 +39,11 @@ pub(crate) async fn run<L: Lifecycle>(
             info_value: RwLock::new(Value::Null),
             ready: std::sync::atomic::AtomicBool::new(false),
             log: log.clone(),
-            metrics: Metrics::new(),
+            metrics: Metrics::new(vec![
+                ("namespace".into(), settings.registration.namespace.clone()),
+                ("cluster".into(), settings.registration.cluster.clone()),
+                ("key".into(), settings.key.clone()),
+            ]),
         });
 
         // The control plane first: the registration advertises it.
