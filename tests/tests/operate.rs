@@ -82,3 +82,134 @@ fn sanity_check_numbers_are_gauges_with_the_pod_labels() -> anyhow::Result<()> {
     })?;
     Ok(())
 }
+
+fn cli(zk: &str, args: &[&str]) -> ochopod_e2e::tools::Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--zk", zk]);
+    ochopod_e2e::tools::ochopod_cli(&all, &[], Duration::from_secs(60))
+        .expect("the ochopod command ran")
+}
+
+/// The rounds `ochopod history CLUSTER --json` shows.
+fn rounds(zk: &str, cluster: &str) -> Vec<serde_json::Value> {
+    let out = cli(zk, &["history", cluster, "--json"]);
+    if out.stderr.contains("no cluster matches") {
+        return Vec::new(); // not registered yet
+    }
+    assert!(out.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("history --json is JSON");
+    v["rounds"].as_array().cloned().unwrap_or_default()
+}
+
+/// The process notes when it started (ns); the check fails until 2 s after that, then passes.
+/// Every check appends `<name> fail|pass <ns>` to `$EVENTS`.
+const DELAYED_CHECK_SH: &str = r#"now=$(date +%s%N); started=$(cat started)
+if [ $((now - started)) -lt 2000000000 ]; then
+  echo "$(cat name) fail $now" >> "$EVENTS"; echo "warming up" >&2; exit 1
+fi
+echo "$(cat name) pass $now" >> "$EVENTS"; echo '{"warm": 1}'
+"#;
+
+#[test]
+fn a_gated_round_waits_for_each_pods_check_and_fails_on_one_that_never_passes() -> anyhow::Result<()>
+{
+    let _one = serial();
+    let zk = ZkServer::start()?;
+    let zs = zk.connect_string();
+    let events_dir = tempfile::tempdir()?;
+    let events = events_dir.path().join("events");
+    let spec = |name: &str, check: &str| -> anyhow::Result<PodSpec> {
+        let mut s = sleeper("ops", "gated", &zs)?;
+        s.set("model", "sequential", true)
+            .set("model", "gate", true)
+            .set("model", "gate_every", 0.25)
+            .set("model", "gate_timeout", 6.0)
+            .set("model", "damper", 1.0)
+            // The periodic check stays out of the way: only the gate runs it.
+            .set("process", "check_every", 600.0)
+            .set("process", "shell", true)
+            .command("date +%s%N > started; exec sleep 3600")
+            .hook("sanity_check", check)
+            .file("check.sh", DELAYED_CHECK_SH)
+            .file("name", name);
+        Ok(s)
+    };
+    let env = [("EVENTS", events.to_str().expect("utf-8 path"))];
+    let a = Agent::spawn_env(&spec("a", "sh check.sh")?, &env)?;
+    let b = Agent::spawn_env(&spec("b", "sh check.sh")?, &env)?;
+
+    // Both configured, and a round with both committed.
+    let both = wait_until(WAIT, "a committed round with both pods", || {
+        rounds(&zs, "ops.gated")
+            .into_iter()
+            .find(|r| r["outcome"] == "ok" && r["pods"].as_array().is_some_and(|p| p.len() == 2))
+            .ok_or_else(|| format!("{}\n{}", a.summary(), b.summary()))
+    })?;
+    let started = |agent: &Agent| -> u128 {
+        std::fs::read_to_string(agent.dir().join("started"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .expect("the process noted its start")
+    };
+    let (sa, sb) = (started(&a), started(&b));
+    // Configured one after the other, the second only once the first one's check passed, 2 s
+    // after its start (without the gate, both start within the same instant).
+    let gap = sa.abs_diff(sb);
+    assert!(gap >= 2_000_000_000, "starts {gap} ns apart: {both}");
+    let log = std::fs::read_to_string(&events)?;
+    for name in ["a", "b"] {
+        let mine: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name} ")))
+            .map(|l| l.split(' ').nth(1).unwrap_or(""))
+            .collect();
+        let first_pass = mine.iter().position(|o| *o == "pass");
+        assert!(
+            first_pass.is_some_and(|p| p >= 1),
+            "{name}: checks failed first, then passed: {log}"
+        );
+    }
+    let (first, second) = if sa < sb { ("a", sb) } else { ("b", sa) };
+    let passed: u128 = log
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{first} pass ")))
+        .and_then(|t| t.trim().parse().ok())
+        .expect("the first pod passed");
+    assert!(
+        passed <= second,
+        "the second pod started only after the first one's check passed: {log}"
+    );
+
+    // A pod whose check never passes: the round fails with why, in the history and the
+    // leader's /info.
+    let c = Agent::spawn(&spec("c", r#"echo "not ready: disk full" >&2; exit 1"#)?)?;
+    let failed = wait_until(WAIT, "the round to fail on the gate", || {
+        rounds(&zs, "ops.gated")
+            .into_iter()
+            .find(|r| {
+                r["outcome"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("did not pass within 6 s"))
+            })
+            .ok_or_else(|| c.summary())
+    })?;
+    let outcome = failed["outcome"].as_str().unwrap_or_default();
+    let c_key = c.info()?.key;
+    assert!(
+        outcome.contains(&c_key) && outcome.contains("not ready: disk full"),
+        "{failed}"
+    );
+    let text = cli(&zs, &["history", "ops.gated"]);
+    assert!(text.stdout.contains("did not pass within 6 s"), "{text:?}");
+    let leader = [&a, &b, &c]
+        .into_iter()
+        .find(|x| x.info().is_ok_and(|i| is_leader(&i)))
+        .expect("a leader");
+    let info = leader.wait_info(WAIT, "the failure in the leader's /info", |i| {
+        i.round_failure
+            .as_deref()
+            .is_some_and(|f| f.contains("not ready: disk full"))
+    })?;
+    assert!(info.round_failure.unwrap().contains(&c_key));
+    Ok(())
+}

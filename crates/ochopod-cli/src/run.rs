@@ -239,6 +239,15 @@ pub(crate) async fn run(
             None => ochopod_core::settings::DEFAULT_FAN_OUT,
         },
     };
+    let gate = m
+        .gate
+        .or_else(|| env.get("ochopod_gate").map(|v| truthy(v)))
+        .unwrap_or(false);
+    if gate && m.sequential != Some(true) {
+        return Err(Fail::usage(anyhow!(
+            "ochopod_gate is set but [model] sequential is not true: the gate holds the next pod until the last one's sanity check passes, so set sequential = true (or unset ochopod_gate)"
+        )));
+    }
     let model = ModelSettings {
         damper: secs(m.damper, 0.0),
         probe_every: secs(m.probe_every, 60.0),
@@ -249,6 +258,9 @@ pub(crate) async fn run(
         has_probe: m.probe.as_deref().is_some_and(|c| !c.trim().is_empty()),
         retry_cap: Duration::from_secs(30),
         fan_out,
+        gate,
+        gate_every: secs(m.gate_every, 1.0),
+        gate_timeout: secs(m.gate_timeout, 300.0),
     };
     let pr = &spec.process;
     let process = ProcessSettings {

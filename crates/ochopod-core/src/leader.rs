@@ -25,6 +25,14 @@
 //! finishes. Resuming starts one round at once if the cluster differs from its committed
 //! configuration.
 //!
+//! # Health gate
+//!
+//! With [`ModelSettings::gate`] in sequential mode, a pod that accepted `on` is asked `health`
+//! (its sanity check, run now) at once, then every `gate_every` while it fails; the next pod is
+//! asked `on` only once it passed, and the round commits only once the last one passed. A pod
+//! still failing `gate_timeout` after its `on` fails the round, with the check's last answer
+//! as the why. A pod that answers 400 (a 1.x pod does not know `health`) is not gated.
+//!
 //! When leadership is lost, drop the machine: it holds no state worth keeping.
 
 use crate::deps::DependencyPattern;
@@ -126,6 +134,23 @@ struct Round {
     joined: Vec<String>,
     left: Vec<String>,
     hash: String,
+    /// Health-gated sequential rounds: the pod that accepted `on` and whose sanity check the
+    /// round waits on before it asks the next pod.
+    gate: Option<Gate>,
+}
+
+/// A health gate under way (see [`ModelSettings::gate`]).
+#[derive(Clone, Debug, PartialEq)]
+struct Gate {
+    key: String,
+    /// A check still failing after this fails the round.
+    deadline: Instant,
+    /// When to run the check again; `None` while one is under way.
+    next: Option<Instant>,
+    /// The check's last failure.
+    last: String,
+    /// Checks run so far.
+    runs: u32,
 }
 
 /// The leader's reconfiguration machine for one cluster. See the module docs for the call order.
@@ -239,6 +264,7 @@ impl Leader {
                 .waiting
                 .iter()
                 .chain(r.queue.iter())
+                .chain(r.gate.as_ref().map(|g| &g.key))
                 .find(|k| !self.members.contains_key(*k));
             if let (Some(key), None) = (gone, &r.committing) {
                 let why = format!("pod {key} left the cluster during {}", r.task);
@@ -327,10 +353,20 @@ impl Leader {
 
     /// A pod answered (or failed to answer) a control request of round `round`.
     pub fn handle_reply(&mut self, now: Instant, round: u64, key: &str, reply: Answer) {
+        let gated = self.gated();
         let Phase::Round(r) = &mut self.phase else {
             return;
         };
-        if r.id != round || r.committing.is_some() || !r.waiting.remove(key) {
+        if r.id != round || r.committing.is_some() {
+            return;
+        }
+        if r.gate
+            .as_ref()
+            .is_some_and(|g| g.key == key && g.next.is_none())
+        {
+            return self.gate_reply(now, key, reply);
+        }
+        if !r.waiting.remove(key) {
             return;
         }
         let task = r.task;
@@ -341,6 +377,18 @@ impl Leader {
         };
         r.answers.insert(key.to_string(), text.clone());
         match reply {
+            Answer::Status(200, _) if task == Task::On && gated => {
+                // Hold the next pod until this one's sanity check passes.
+                r.gate = Some(Gate {
+                    key: key.to_string(),
+                    deadline: now + self.settings.gate_timeout,
+                    next: Some(now),
+                    last: String::new(),
+                    runs: 0,
+                });
+                self.gate_send(now);
+                return;
+            }
             Answer::Status(200, _) => {}
             Answer::Status(410, _) => {
                 // The pod is dead: drop it and remember it while leading.
@@ -419,6 +467,7 @@ impl Leader {
             {
                 self.start_round(now);
             }
+            Phase::Round(_) => self.gate_send(now),
             _ => {}
         }
         if self.probe_due(now) {
@@ -449,6 +498,7 @@ impl Leader {
             {
                 Some(deadline)
             }
+            Phase::Round(ref r) if self.connected => r.gate.as_ref().and_then(|g| g.next),
             _ => None,
         };
         // Same conditions as `probe_due` (connected included): a deadline that `handle_timeout`
@@ -518,7 +568,16 @@ impl Leader {
                 let left = deadline.saturating_duration_since(now).as_secs_f64();
                 format!("configuration in {left:.1} s")
             }
-            Phase::Round(_) => "configuring".to_string(),
+            Phase::Round(r) => match &r.gate {
+                Some(g) if g.last.is_empty() => {
+                    format!("configuring: waiting for pod {}'s sanity check", g.key)
+                }
+                Some(g) => format!(
+                    "configuring: waiting for pod {}'s sanity check ({} failed: {})",
+                    g.key, g.runs, g.last
+                ),
+                None => "configuring".to_string(),
+            },
             Phase::Clean => self.status.clone(),
         }
     }
@@ -700,6 +759,7 @@ impl Leader {
             joined,
             left,
             hash,
+            gate: None,
         };
         self.begin_step(&mut round, Task::Check);
         self.phase = Phase::Round(Box::new(round));
@@ -719,6 +779,10 @@ impl Leader {
             let Phase::Round(mut round) = std::mem::replace(&mut self.phase, Phase::Clean) else {
                 return;
             };
+            if round.gate.is_some() {
+                self.phase = Phase::Round(round);
+                return;
+            }
             // Send: everything at once, or one at a time in sequential mode.
             if !round.queue.is_empty() && (!self.settings.sequential || round.waiting.is_empty()) {
                 let body = Arc::new(ControlBody {
@@ -774,6 +838,86 @@ impl Leader {
         }
     }
 
+    /// Health-gated rounds are on (they need sequential mode).
+    fn gated(&self) -> bool {
+        self.settings.gate && self.settings.sequential
+    }
+
+    /// Runs the gated pod's sanity check when it is due.
+    fn gate_send(&mut self, now: Instant) {
+        let Phase::Round(r) = &mut self.phase else {
+            return;
+        };
+        let Some(g) = &mut r.gate else {
+            return;
+        };
+        if !self.connected || g.next.is_none_or(|t| now < t) {
+            return;
+        }
+        g.next = None;
+        g.runs += 1;
+        let (id, key) = (r.id, g.key.clone());
+        let body = Arc::new(ControlBody {
+            pods: r.members.clone(),
+            dependencies: r.dependencies.clone(),
+            key: String::new(),
+        });
+        let action = self.control(id, Task::Health, key, &body);
+        self.actions.push_back(action);
+    }
+
+    /// The gated pod's sanity check answered.
+    fn gate_reply(&mut self, now: Instant, key: &str, reply: Answer) {
+        let Phase::Round(r) = &mut self.phase else {
+            return;
+        };
+        let Some(g) = &mut r.gate else {
+            return;
+        };
+        let text = match &reply {
+            Answer::Status(code, msg) if msg.is_empty() => format!("health {code}"),
+            Answer::Status(code, msg) => format!("health {code}: {msg}"),
+            Answer::Failed(msg) => format!("health failed: {msg}"),
+        };
+        match reply {
+            Answer::Status(200, _) => {
+                r.answers.insert(key.to_string(), text);
+                r.gate = None;
+                self.advance();
+            }
+            Answer::Status(400, _) => {
+                // A pod that does not know the task (1.x): it cannot be gated.
+                r.answers
+                    .insert(key.to_string(), format!("{text} (not gated)"));
+                r.gate = None;
+                self.advance();
+            }
+            Answer::Status(410, _) => {
+                self.dead.insert(key.to_string());
+                let why = format!("pod {key} is dead (410) during its health gate");
+                self.abort(now, why);
+            }
+            _ => {
+                r.answers.insert(key.to_string(), text.clone());
+                g.last = text;
+                if now >= g.deadline {
+                    let waited =
+                        now.saturating_duration_since(g.deadline) + self.settings.gate_timeout;
+                    let why = format!(
+                        "pod {key}: its sanity check did not pass within {:.0} s of its on \
+                         ({} checks; the last: {})",
+                        waited.as_secs_f64(),
+                        g.runs,
+                        g.last
+                    );
+                    self.abort(now, why);
+                } else {
+                    g.next = Some((now + self.settings.gate_every).min(g.deadline));
+                }
+            }
+        }
+    }
+
     fn control(
         &self,
         round: u64,
@@ -798,6 +942,9 @@ impl Leader {
                 answers
                     .entry(key)
                     .or_insert_with(|| format!("{} abandoned", r.task));
+            }
+            if let Some(g) = r.gate.filter(|g| g.next.is_none() && g.last.is_empty()) {
+                answers.insert(g.key, "health abandoned".to_string());
             }
             self.actions
                 .push_back(LeaderAction::RoundEnded(RoundReport {

@@ -1,5 +1,5 @@
 //! The pod's lifecycle machine, sans IO: what a pod does with each control request (`check`,
-//! `on`, `off`, `ok`, `kill`, `signal`) and with its process (start, reload or restart, sanity
+//! `on`, `off`, `ok`, `kill`, `signal`, `health`) and with its process (start, reload or restart, sanity
 //! checks, crash backoff, circuit breaker).
 //!
 //! It decides what the pod does with each control request and when its timers fire (restart
@@ -585,6 +585,13 @@ impl PodMachine {
                 }
             }
             Task::Off | Task::Kill => self.stop_then(now, req, None),
+            Task::Health => {
+                if self.process != Process::Running || self.pid.is_none() {
+                    let msg = format!("the process is not running ({})", self.process.as_str());
+                    return self.error(req.id, 503, msg);
+                }
+                self.run_hook(req, Hook::SanityCheck, None, Value::Null)
+            }
         }
     }
 
@@ -722,14 +729,16 @@ impl PodMachine {
             (Step::Hook, StepResult::Hook(r)) => {
                 let (ok_code, fail_code) = match req.task {
                     Task::Check => (200, 406),
+                    Task::Health => (200, 503),
                     _ => (200, 500),
                 };
                 match r {
                     Ok(v) => {
-                        let body = if req.task == Task::Signal && !v.is_null() {
-                            v
-                        } else {
-                            json!({})
+                        let body = match req.task {
+                            Task::Signal if !v.is_null() => v,
+                            // The sanity check's metrics, as the pod's periodic check keeps them.
+                            Task::Health if v.is_object() => v,
+                            _ => json!({}),
                         };
                         self.reply(req.id, ok_code, body);
                     }

@@ -22,6 +22,8 @@ pub const DEFAULT_FAN_OUT: usize = 256;
 /// assert_eq!(d.control_timeout, Duration::from_secs(90));
 /// assert_eq!(d.retry_cap, Duration::from_secs(30));
 /// assert_eq!(d.fan_out, 256);
+/// assert!(!d.gate);
+/// assert_eq!((d.gate_every, d.gate_timeout), (Duration::from_secs(1), Duration::from_secs(300)));
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSettings {
@@ -47,6 +49,16 @@ pub struct ModelSettings {
     /// round sends them), and a queued request of a round that ended is dropped, never sent.
     /// 1 or more (0 counts as 1; default 256).
     pub fan_out: usize,
+    /// Health-gated rounds (needs `sequential`; default false): after a pod accepts `on`, the
+    /// leader runs its sanity check (the `health` task) at once, then every `gate_every`, and
+    /// configures the next pod only once it passes; a pod still failing after `gate_timeout`
+    /// fails the round with the check's last answer. A pod that does not know `health` (a 1.x
+    /// pod answers 400) is not gated.
+    pub gate: bool,
+    /// How often the gate runs a pod's sanity check while it fails (default 1 s).
+    pub gate_every: Duration,
+    /// How long the gate waits for a pod's sanity check to pass (default 300 s).
+    pub gate_timeout: Duration,
 }
 
 impl Default for ModelSettings {
@@ -61,6 +73,9 @@ impl Default for ModelSettings {
             has_probe: false,
             retry_cap: Duration::from_secs(30),
             fan_out: DEFAULT_FAN_OUT,
+            gate: false,
+            gate_every: Duration::from_secs(1),
+            gate_timeout: Duration::from_secs(300),
         }
     }
 }

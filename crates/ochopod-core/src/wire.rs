@@ -251,17 +251,21 @@ pub enum Task {
     Kill,
     /// Run the user's signal hook.
     Signal,
+    /// Run the sanity check now: 200 when it passes, 503 with why when it fails or the process
+    /// is not running (what a health-gated round waits on).
+    Health,
 }
 
 impl Task {
     /// Every task, in the order of the task table of `docs/http.md`.
-    pub const ALL: [Task; 6] = [
+    pub const ALL: [Task; 7] = [
         Task::Check,
         Task::On,
         Task::Off,
         Task::Ok,
         Task::Kill,
         Task::Signal,
+        Task::Health,
     ];
 
     /// The name used in URLs.
@@ -273,6 +277,7 @@ impl Task {
             Task::Ok => "ok",
             Task::Kill => "kill",
             Task::Signal => "signal",
+            Task::Health => "health",
         }
     }
 }
@@ -292,7 +297,7 @@ impl FromStr for Task {
             .find(|t| t.as_str() == s)
             .ok_or_else(|| {
                 crate::Error::Input(format!(
-                    "unknown task {s:?}: use one of check, on, off, ok, kill, signal"
+                    "unknown task {s:?}: use one of check, on, off, ok, kill, signal, health"
                 ))
             })
     }

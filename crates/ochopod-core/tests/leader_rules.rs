@@ -752,3 +752,172 @@ fn control_requests_carry_the_timeouts_of_the_settings() {
     }
     assert_eq!(seen.len(), 3);
 }
+
+/// Sequential, health-gated settings: checks every `every` s, for `timeout` s.
+fn gated(every: f64, timeout: f64) -> ModelSettings {
+    ModelSettings {
+        sequential: true,
+        gate: true,
+        gate_every: secs(every),
+        gate_timeout: secs(timeout),
+        ..ModelSettings::default()
+    }
+}
+
+/// Health answers per pod: `fails[key]` 503s before the first 200 (`None`: never passes).
+fn health_script(fails: &[(&'static str, Option<u32>)]) -> impl FnMut(u64, Task, &str) -> Answer {
+    let mut calls: std::collections::BTreeMap<String, u32> = Default::default();
+    let fails: Vec<(&str, Option<u32>)> = fails.to_vec();
+    move |_, task, key| {
+        if task != Task::Health {
+            return ok();
+        }
+        let n = calls.entry(key.to_string()).or_default();
+        *n += 1;
+        let limit = fails
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(Some(0), |f| f.1);
+        match limit {
+            Some(l) if *n > l => ok(),
+            _ => Answer::Status(503, format!("not ready yet ({n})")),
+        }
+    }
+}
+
+/// The (time, task, key) of every request but `ok`.
+fn sequence(s: &LeaderSim) -> Vec<(Duration, Task, String)> {
+    s.controls()
+        .into_iter()
+        .filter(|c| c.2 != Task::Ok)
+        .map(|(t, _, task, key)| (t, task, key))
+        .collect()
+}
+
+#[test]
+fn a_gated_round_configures_the_next_pod_only_once_the_last_ones_check_passed() {
+    let mut s = LeaderSim::new(gated(2.0, 60.0));
+    s.reply = Box::new(health_script(&[("pod-a", Some(3)), ("pod-b", Some(0))]));
+    s.elected(None, pods(&["pod-a", "pod-b"]));
+    s.run_until(100.0);
+    let at = |t: f64, task, key: &str| (secs(t), task, key.to_string());
+    assert_eq!(
+        sequence(&s),
+        vec![
+            at(0.0, Task::Check, "pod-a"),
+            at(0.0, Task::Check, "pod-b"),
+            at(0.0, Task::On, "pod-a"),
+            // At once after on, then every gate_every (not check_every) while it fails.
+            at(0.0, Task::Health, "pod-a"),
+            at(2.0, Task::Health, "pod-a"),
+            at(4.0, Task::Health, "pod-a"),
+            at(6.0, Task::Health, "pod-a"),
+            at(6.0, Task::On, "pod-b"),
+            // The last pod is gated too: the round commits once it passed.
+            at(6.0, Task::Health, "pod-b"),
+        ]
+    );
+    assert_eq!(s.outcomes(), vec!["ok".to_string()]);
+    assert_eq!(s.commit_log()[0].0, secs(6.0));
+    assert_eq!(s.leader.state(), "leader");
+}
+
+#[test]
+fn a_check_that_never_passes_fails_the_round_with_why_at_the_timeout() {
+    let mut s = LeaderSim::new(gated(3.0, 10.0));
+    s.reply = Box::new(health_script(&[("pod-a", None)]));
+    s.elected(None, pods(&["pod-a", "pod-b"]));
+    s.run_until(5.0);
+    assert_eq!(
+        s.leader.status(s.now),
+        "configuring: waiting for pod pod-a's sanity check (2 failed: health 503: not ready yet (2))"
+    );
+    s.run_until(10.5);
+    let health: Vec<Duration> = sequence(&s)
+        .into_iter()
+        .filter(|c| c.1 == Task::Health)
+        .map(|c| c.0)
+        .collect();
+    // Every 3 s, and a last one at the timeout itself.
+    assert_eq!(
+        health,
+        vec![secs(0.0), secs(3.0), secs(6.0), secs(9.0), secs(10.0)]
+    );
+    assert!(
+        !sequence(&s)
+            .iter()
+            .any(|c| c.1 == Task::On && c.2 == "pod-b"),
+        "pod-b is never configured behind an unhealthy pod-a"
+    );
+    let outcomes = s.outcomes();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(
+        outcomes[0],
+        "pod pod-a: its sanity check did not pass within 10 s of its on (5 checks; the last: \
+         health 503: not ready yet (5))"
+    );
+    assert_eq!(s.leader.round_failure(), Some(outcomes[0].as_str()));
+    assert!(s.commit_log().is_empty());
+    assert_eq!(s.leader.state(), "leader (retrying)");
+    let report = s
+        .log
+        .iter()
+        .find_map(|(_, a)| match a {
+            LeaderAction::RoundEnded(r) => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(report.answers["pod-a"], "health 503: not ready yet (5)");
+}
+
+#[test]
+fn a_pod_that_does_not_know_health_is_not_gated_and_without_sequential_nothing_is() {
+    // A 1.x pod answers 400 to an unknown task.
+    let mut s = LeaderSim::new(gated(1.0, 60.0));
+    s.reply = Box::new(|_, task, _| match task {
+        Task::Health => Answer::Status(400, "unknown task".into()),
+        _ => ok(),
+    });
+    s.elected(None, pods(&["pod-a", "pod-b"]));
+    s.run_until(1.0);
+    let tasks: Vec<Task> = sequence(&s).into_iter().map(|c| c.1).collect();
+    use Task::*;
+    assert_eq!(tasks, vec![Check, Check, On, Health, On, Health]);
+    assert_eq!(s.outcomes(), vec!["ok".to_string()]);
+
+    // `gate` without `sequential`: the round runs as it always did.
+    let mut s = LeaderSim::new(ModelSettings {
+        sequential: false,
+        ..gated(1.0, 60.0)
+    });
+    s.elected(None, pods(&["pod-a", "pod-b"]));
+    s.run_until(1.0);
+    assert!(!sequence(&s).iter().any(|c| c.1 == Health));
+    assert_eq!(s.outcomes(), vec!["ok".to_string()]);
+}
+
+#[test]
+fn a_gated_pod_that_leaves_or_dies_aborts_the_round() {
+    let mut s = LeaderSim::new(gated(1.0, 60.0));
+    s.reply = Box::new(health_script(&[("pod-a", None)]));
+    s.elected(None, pods(&["pod-a", "pod-b"]));
+    s.run_until(2.5);
+    s.members(pods(&["pod-b"]));
+    assert_eq!(
+        s.outcomes()[0],
+        "pod pod-a left the cluster during on",
+        "no need to wait out the gate"
+    );
+
+    let mut s = LeaderSim::new(gated(1.0, 60.0));
+    s.reply = Box::new(|_, task, _| match task {
+        Task::Health => Answer::Status(410, "this pod is dead".into()),
+        _ => ok(),
+    });
+    s.elected(None, pods(&["pod-a", "pod-b"]));
+    s.run_until(0.5);
+    assert_eq!(
+        s.outcomes()[0],
+        "pod pod-a is dead (410) during its health gate"
+    );
+}

@@ -713,3 +713,42 @@ fn stopping_cancels_a_restart_already_scheduled() {
     s.run_for(60.0);
     assert!(s.spawn_times().is_empty(), "{:?}", s.names());
 }
+
+#[test]
+fn health_runs_the_sanity_check_now_and_answers_503_with_why() {
+    let mut s = running(process());
+    s.script(
+        Hook::SanityCheck,
+        vec![Ok(json!({"lag": 3})), Err("lag 900 > 10".into())],
+    );
+    let passes = s.control(Task::Health, view_body());
+    s.settle();
+    assert_eq!(s.reply_to(passes), Some((200, json!({"lag": 3}))));
+    let fails = s.control(Task::Health, view_body());
+    s.settle();
+    assert_eq!(
+        s.reply_to(fails),
+        Some((503, json!({"error": "lag 900 > 10"})))
+    );
+    // The gate's checks are not the periodic ones: no breaker count.
+    assert_eq!(s.m.failed_checks(), 0);
+
+    // Not running: 503 without running the hook.
+    let mut s = PodSim::new(process());
+    let id = s.control(Task::Health, view_body());
+    s.settle();
+    assert_eq!(
+        s.reply_to(id),
+        Some((
+            503,
+            json!({"error": "the process is not running (stopped)"})
+        ))
+    );
+    assert!(!s.log.iter().any(|(_, a)| matches!(
+        a,
+        PodAction::Hook {
+            hook: Hook::SanityCheck,
+            ..
+        }
+    )));
+}

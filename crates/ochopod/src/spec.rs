@@ -99,6 +99,13 @@ pub struct ModelSection {
     pub probe: Option<String>,
     /// Control requests the leader has in flight at once (`ochopod_fan_out`).
     pub fan_out: Option<i64>,
+    /// Health-gated sequential rounds (`ochopod_gate`): after a pod's `on`, wait until its
+    /// sanity check passes before the next pod.
+    pub gate: Option<bool>,
+    /// Seconds between two checks of the gate while it fails.
+    pub gate_every: Option<f64>,
+    /// Seconds the gate waits for a pod's check to pass before the round fails.
+    pub gate_timeout: Option<f64>,
 }
 
 /// `[process]`.
@@ -264,6 +271,7 @@ impl Spec {
             ("[model] damper", self.model.damper),
             ("[model] probe_every", self.model.probe_every),
             ("[model] control_timeout", self.model.control_timeout),
+            ("[model] gate_timeout", self.model.gate_timeout),
             ("[pod] session_timeout", self.pod.session_timeout),
             ("[process] grace", self.process.grace),
             ("[process] check_every", self.process.check_every),
@@ -279,6 +287,18 @@ impl Spec {
                     return bad(format!("{name} = {v}: give a number of seconds, 0 or more"));
                 }
             }
+        }
+        if let Some(v) = self.model.gate_every {
+            if !v.is_finite() || !(0.01..=1e7).contains(&v) {
+                return bad(format!(
+                    "[model] gate_every = {v}: give the seconds between two checks of the gate, above 0"
+                ));
+            }
+        }
+        if self.model.gate == Some(true) && self.model.sequential != Some(true) {
+            return bad(
+                "[model] gate = true needs sequential = true: the gate holds the next pod until the last one's sanity check passes, so pods are configured one at a time".into(),
+            );
         }
         if let Some(n) = self.model.fan_out {
             if n < 1 {
@@ -407,6 +427,9 @@ command = "rm -rf /tmp/x"
             ("[process]\non_give_up = \"never\"\n", "\"off\" or \"exit\""),
             ("[model]\ndamper = -1.0\n", "0 or more"),
             ("[model]\nfan_out = 0\n", "fan_out = 0: give how many"),
+            ("[model]\ngate = true\n", "needs sequential = true"),
+            ("[model]\ngate_every = 0\n", "above 0"),
+            ("[model]\ngate_timeout = -1\n", "0 or more"),
             ("[model]\nfan_out = -3\n", "1 or more"),
             ("[ports]\n\"http\" = 80\n", "not a port number"),
             ("[[templates]]\nsource = \"a\"\n", "line 1"),
