@@ -755,9 +755,16 @@ impl Actor {
                 None
             }
             Some(ZkCommand::RecordRound(entry)) => {
-                if sess.leader().is_some() {
-                    if let Err(e) = self.record_round(&sess.client, entry).await {
-                        tracing::warn!(error = %e, "round not recorded in the history");
+                if let Some(leader) = sess.leader() {
+                    match self.record_round(&sess.client, leader, entry).await {
+                        Ok(()) => {}
+                        Err(WriteError::Other(e)) => {
+                            tracing::warn!(error = %e, "round not recorded in the history")
+                        }
+                        Err(WriteError::LockLost(why)) => {
+                            tracing::warn!(error = %why, "round not recorded in the history");
+                            self.depose(sess, why).await;
+                        }
                     }
                 }
                 None
@@ -787,9 +794,17 @@ impl Actor {
     }
 
     /// Appends `entry` to `P/history` (read, append, drop the oldest past the bound, write back
-    /// at the version read; a concurrent write makes it start again).
-    async fn record_round(&self, client: &Client, entry: HistoryEntry) -> Result<(), Error> {
+    /// at the version read; a concurrent write makes it start again). The write is fenced like
+    /// the commit: one transaction that first checks our lock node, so a deposed leader cannot
+    /// append.
+    async fn record_round(
+        &self,
+        client: &Client,
+        leader: &Leader,
+        entry: HistoryEntry,
+    ) -> Result<(), WriteError> {
         let path = format!("{}/history", self.p);
+        let other = |e: zk::Error| WriteError::Other(format!("{path}: {e}"));
         for _ in 0..5 {
             let (mut all, version) = match client.get_data(&path).await {
                 Ok((data, stat)) => {
@@ -800,23 +815,34 @@ impl Actor {
                     (all, Some(stat.version))
                 }
                 Err(zk::Error::NoNode) => (Vec::new(), None),
-                Err(e) => return Err(Error::zk("get_data", path)(e)),
+                Err(e) => return Err(other(e)),
             };
             let data = HistoryEntry::push_bounded(&mut all, entry.clone(), HISTORY_MAX_BYTES);
-            let written = match version {
-                Some(v) => client.set_data(&path, &data, Some(v)).await.map(drop),
+            let mut writer = leader.lock.new_check_writer();
+            match version {
+                Some(v) => writer.add_set_data(&path, &data, Some(v)),
                 None => {
                     let options = CreateMode::Persistent.with_acls(Acls::new(&self.acls));
-                    client.create(&path, &data, &options).await.map(drop)
+                    writer.add_create(&path, &data, &options)
                 }
-            };
-            match written {
-                Ok(()) => return Ok(()),
-                Err(zk::Error::BadVersion) | Err(zk::Error::NodeExists) => continue,
-                Err(e) => return Err(Error::zk("write", path)(e)),
+            }
+            .map_err(other)?;
+            match writer.commit().await {
+                Ok(_) => return Ok(()),
+                Err(zk::CheckWriteError::CheckFailed { source }) => {
+                    return Err(WriteError::LockLost(format!(
+                        "lock node {} is gone ({source}): the history append was refused",
+                        leader.lock_path
+                    )))
+                }
+                Err(zk::CheckWriteError::OperationFailed {
+                    source: zk::Error::BadVersion | zk::Error::NodeExists,
+                    ..
+                }) => continue,
+                Err(e) => return Err(WriteError::Other(format!("{path}: {e}"))),
             }
         }
-        Err(Error::Input(format!("{path} kept changing under us")))
+        Err(WriteError::Other(format!("{path} kept changing under us")))
     }
 
     /// Writes `P/snapshot` (ephemeral, ours) and optionally `P/hash` in one transaction that
@@ -1465,6 +1491,14 @@ mod tests {
             actor.fenced_write(&client, Some(&leader), true, epoch, &pods, Some(hash))
         };
         assert!(write("h1", epoch).await.is_ok());
+        let round = |outcome: &str| HistoryEntry {
+            outcome: outcome.to_string(),
+            ..Default::default()
+        };
+        assert!(actor
+            .record_round(&client, &leader, round("first"))
+            .await
+            .is_ok());
         let stale = Epoch {
             seq: epoch.seq + 1,
             ..epoch
@@ -1483,6 +1517,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(hash, b"h1");
+        // The history is fenced too: a deposed leader cannot append.
+        match actor.record_round(&client, &leader, round("late")).await {
+            Err(WriteError::LockLost(m)) => assert!(m.contains(&lock_path), "{m}"),
+            Err(WriteError::Other(m)) => panic!("not a lock loss: {m}"),
+            Ok(()) => panic!("a round was recorded after the lock was lost"),
+        }
+        let (history, _) = client
+            .get_data("/ochopod/clusters/t.fence/history")
+            .await
+            .unwrap();
+        let rounds = HistoryEntry::parse_all(&history).unwrap();
+        assert_eq!(rounds.len(), 1, "{rounds:?}");
+        assert_eq!(rounds[0].outcome, "first");
         drop(leader);
     }
 
