@@ -17,7 +17,8 @@ What it does, the way 1.x (1.0.7) does it:
 - serves on 127.0.0.1:N the 1.x control routes `POST /control/<task>/<timeout>` (check, on, off,
   ok, kill): the JSON body is parsed (400 when it is not JSON) and each call is appended to the
   JSON-lines file FILE as {"task", "timeout", "epoch" (the X-Ochopod-Epoch header or null),
-  "body"}; the answer is 200 `{}` (410 after a `kill`, like a dead 1.x pod);
+  "body"}; the answer is 200 `{}` (410 after a `kill`, like a dead 1.x pod); any other task
+  (`signal` aside, which it does not serve) is 400, as 1.x answers a task it does not know;
 - `GET|POST /info`: 1.x's twelve keys (application, dependencies, ip, metrics, node, port,
   ports, process, public, state ("leader" while it holds the lock, else "follower"), status,
   task) plus "key", "seq", "cluster", "lock_node" and "lock_nodes" (how many lock nodes it
@@ -254,6 +255,9 @@ def handler(pod):
             if parts == ["release"]:
                 pod.release()
                 return self.reply(200, pod.info())
+            if len(parts) >= 2 and parts[0] == "control" and parts[1] not in TASKS:
+                # As 1.x: a task it does not know is a bad request.
+                return self.reply(400, {"error": "unknown task %s" % parts[1]})
             if len(parts) < 2 or parts[0] != "control" or parts[1] not in TASKS:
                 return self.reply(404, {"error": "no route %s" % self.path})
             try:

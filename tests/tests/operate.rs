@@ -213,3 +213,147 @@ fn a_gated_round_waits_for_each_pods_check_and_fails_on_one_that_never_passes() 
     assert!(info.round_failure.unwrap().contains(&c_key));
     Ok(())
 }
+
+/// `ochopod plan CLUSTER --json`.
+fn plan(zk: &str, cluster: &str) -> serde_json::Value {
+    let out = cli(zk, &["plan", cluster, "--json"]);
+    if out.stderr.contains("no cluster matches") {
+        return serde_json::json!({ "error": out.stderr }); // not registered yet
+    }
+    assert!(out.success(), "{out:?}");
+    serde_json::from_str(&out.stdout).expect("plan --json is JSON")
+}
+
+/// The row of pod `key` in a plan.
+fn row<'a>(plan: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    plan["pods"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["key"] == key))
+        .unwrap_or_else(|| panic!("no row for {key} in {plan}"))
+}
+
+const MEMBERS_J2: &str = "size={{ cluster.size }}\n{% for key, pod in cluster.pods|items %}member {{ key }}\n{% endfor %}";
+
+#[test]
+fn plan_shows_the_next_round_per_pod_without_doing_it() -> anyhow::Result<()> {
+    let _one = serial();
+    let zk = ZkServer::start()?;
+    let zs = zk.connect_string();
+    let spec = |strict: bool| -> anyhow::Result<PodSpec> {
+        let mut s = sleeper("ops", "planned", &zs)?;
+        s.set("process", "strict", strict)
+            .template("members.cfg.j2", MEMBERS_J2, "members.cfg");
+        if !strict {
+            s.hook("reload", "echo reloaded >> reloads");
+        }
+        Ok(s)
+    };
+    let strict = Agent::spawn(&spec(true)?)?;
+    let loose = Agent::spawn(&spec(false)?)?;
+    let ks = strict.wait_info(WAIT, "the strict pod up", |_| true)?.key;
+    let kl = loose.wait_info(WAIT, "the other pod up", |_| true)?.key;
+    let settled = wait_until(WAIT, "both pods configured, nothing pending", || {
+        let p = plan(&zs, "ops.planned");
+        (p["pending"] == false && p["pods"].as_array().is_some_and(|r| r.len() == 2))
+            .then_some(p.clone())
+            .ok_or_else(|| p.to_string())
+    })?;
+    assert_eq!(row(&settled, &ks)["would"], "restart", "{settled}");
+    assert!(row(&settled, &ks)["why"]
+        .as_str()
+        .unwrap()
+        .contains("strict"));
+    assert_eq!(row(&settled, &kl)["would"], "reload", "{settled}");
+    assert!(
+        row(&settled, &kl)["why"]
+            .as_str()
+            .unwrap()
+            .contains("no rendered file changes"),
+        "{settled}"
+    );
+
+    // Paused, a newcomer (a 1.x pod) waits: the plan shows what resuming will do.
+    assert!(cli(&zs, &["pause", "ops.planned"]).success());
+    wait_until(WAIT, "the leader to see the pause", || {
+        [&strict, &loose]
+            .iter()
+            .any(|a| a.info().is_ok_and(|i| i.state.contains("paused")))
+            .then_some(())
+            .ok_or_else(|| "not paused yet".to_string())
+    })?;
+    let (pid_s, pid_l) = (strict.info()?.pid, loose.info()?.pid);
+    let on_disk = std::fs::read_to_string(loose.dir().join("members.cfg"))?;
+    // The pods may have reloaded already (one configured before the other joined).
+    let reloads = |a: &Agent| std::fs::read_to_string(a.dir().join("reloads")).unwrap_or_default();
+    let reloaded = reloads(&loose);
+    let old = ochopod_e2e::interop::Pod1x::spawn(&zs, "ops", "planned", false)?;
+    let k1 = old.key().to_string();
+    let next = wait_until(WAIT, "the plan to show the newcomer", || {
+        let p = plan(&zs, "ops.planned");
+        (p["joining"] == serde_json::json!([k1.clone()]))
+            .then_some(p.clone())
+            .ok_or_else(|| p.to_string())
+    })?;
+    assert_eq!(next["pending"], true, "{next}");
+    assert_eq!(next["leaving"], serde_json::json!([]), "{next}");
+    assert_eq!(row(&next, &k1)["would"], "unknown (1.x)", "{next}");
+    let s = row(&next, &ks);
+    assert_eq!(s["would"], "restart", "{next}");
+    let l = row(&next, &kl);
+    assert_eq!(l["would"], "reload", "{next}");
+    assert!(
+        l["why"].as_str().unwrap().contains("the reload hook runs"),
+        "{next}"
+    );
+    for r in [s, l] {
+        let f = &r["files"][0];
+        assert_eq!(f["changed"], true, "{next}");
+        assert!(f["path"].as_str().unwrap().ends_with("members.cfg"), "{f}");
+        let diff = f["diff"].as_str().unwrap();
+        assert!(diff.contains("-size=2\n+size=3\n"), "{diff}");
+        assert!(diff.contains(&format!("+member {k1}\n")), "{diff}");
+    }
+    let text = cli(&zs, &["plan", "ops.planned"]);
+    assert!(text.success(), "{text:?}");
+    for needle in [
+        "a round is pending",
+        "unknown (1.x)",
+        "restart: strict",
+        "+member",
+        &format!("+ {} joins", &k1[..8]),
+    ] {
+        assert!(text.stdout.contains(needle), "{needle}: {}", text.stdout);
+    }
+    // No side effect: same processes, same files, no reload.
+    assert_eq!(strict.info()?.pid, pid_s);
+    assert_eq!(loose.info()?.pid, pid_l);
+    assert_eq!(
+        std::fs::read_to_string(loose.dir().join("members.cfg"))?,
+        on_disk
+    );
+    assert_eq!(reloads(&loose), reloaded);
+
+    // Resumed, the round does what the plan said: the strict pod restarts, the other reloads.
+    assert!(cli(&zs, &["resume", "ops.planned"]).success());
+    wait_until(WAIT, "the round to configure the newcomer", || {
+        let p = plan(&zs, "ops.planned");
+        (p["pending"] == false)
+            .then_some(())
+            .ok_or_else(|| p.to_string())
+    })?;
+    let restarted = strict.wait_info(WAIT, "the strict pod to restart", |i| {
+        i.pid.is_some() && i.pid != pid_s
+    })?;
+    assert!(restarted.pid.is_some());
+    assert_eq!(
+        loose.info()?.pid,
+        pid_l,
+        "the non-strict pod kept its process"
+    );
+    wait_until(WAIT, "the reload hook", || {
+        (reloads(&loose).len() > reloaded.len())
+            .then_some(())
+            .ok_or_else(|| "no reload yet".to_string())
+    })?;
+    Ok(())
+}

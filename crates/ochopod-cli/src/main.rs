@@ -214,6 +214,15 @@ enum Command {
         #[command(flatten)]
         zk: ZkArgs,
     },
+    /// What a cluster's next round would do, with no side effect: pods joining and leaving,
+    /// dependency changes, and per pod whether it would restart or reload, with the diff of the
+    /// files it would render (each pod renders into memory; a 1.x pod shows "unknown (1.x)").
+    Plan {
+        /// `namespace.cluster`, or `cluster` when the name is in one namespace only.
+        cluster: String,
+        #[command(flatten)]
+        zk: ZkArgs,
+    },
     /// Print a cluster's committed configuration hash and leader.
     Hash {
         /// `namespace.cluster`.
@@ -410,6 +419,7 @@ async fn dispatch(
         Command::History { cluster, zk } => {
             ops::history(&ops::Ctx::new(&zk, &env)?, &cluster).await
         }
+        Command::Plan { cluster, zk } => ops::plan(&ops::Ctx::new(&zk, &env)?, &cluster).await,
         Command::Hash { cluster, zk } => ops::hash(&ops::Ctx::new(&zk, &env)?, &cluster).await,
         Command::Watch { pattern, count, zk } => {
             ops::watch(&ops::Ctx::new(&zk, &env)?, pattern.as_deref(), count).await

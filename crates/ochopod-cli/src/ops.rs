@@ -975,3 +975,212 @@ pub(crate) async fn watch(
         }
     }
 }
+
+/// `plan`: what the cluster's next round would do, with no side effect: who joins and leaves,
+/// which dependencies changed, and per pod its dry run (`/control/plan`): restart or reload,
+/// and the diff of the files it would render.
+pub(crate) async fn plan(ctx: &Ctx, target: &str) -> Result<u8, Fail> {
+    let dir = ctx.dir().await?;
+    let cluster = clusters_acting(ctx, &dir, target, "plan")
+        .await?
+        .into_iter()
+        .next()
+        .expect("at least one cluster matched");
+    let mut live = dir.pods(&cluster).await?;
+    live.sort_by(|a, b| a.key.cmp(&b.key));
+    live.dedup_by(|a, b| a.key == b.key);
+    let pods: Pods = live
+        .iter()
+        .map(|p| (p.key.clone(), p.registration.clone()))
+        .collect();
+    let committed = dir.snapshot(&cluster).await?;
+    let (joining, leaving): (Vec<String>, Vec<String>) = match &committed {
+        Some(c) => (
+            pods.keys()
+                .filter(|k| !c.contains_key(*k))
+                .cloned()
+                .collect(),
+            c.keys()
+                .filter(|k| !pods.contains_key(*k))
+                .cloned()
+                .collect(),
+        ),
+        None => (pods.keys().cloned().collect(), Vec::new()),
+    };
+    let client = ctx.client()?;
+
+    // The dependencies as the pods declare them (`/info`), resolved as the leader does.
+    let mut declared: Vec<String> = Vec::new();
+    for p in &live {
+        if let Some(addr) = p.registration.control_addr() {
+            if let Ok(info) = client.info(&addr, TIMEOUT).await {
+                declared = info["dependencies"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d.as_str().map(String::from))
+                    .collect();
+                break;
+            }
+        }
+    }
+    let ns = cluster.split('.').next().unwrap_or("");
+    let clusters = dir.clusters().await?;
+    let mut dependencies = Dependencies::new();
+    for name in &declared {
+        let Ok(pattern) = DependencyPattern::parse(name, ns) else {
+            continue;
+        };
+        let view = dependencies.entry(name.clone()).or_default();
+        for c in &clusters {
+            if pattern.matches(c, &cluster) {
+                if let Some(s) = dir.snapshot(c).await? {
+                    view.extend(s);
+                }
+            }
+        }
+    }
+    let next_hash = ochopod_core::hash::config_hash(&pods, &Default::default(), &dependencies);
+    let committed_hash = dir.hash(&cluster).await.map_err(Fail::from)?;
+    let pending = committed_hash.as_deref() != Some(next_hash.as_str());
+
+    // Every pod's dry run, at once.
+    let body = |key: &str| {
+        bytes::Bytes::from(
+            serde_json::to_vec(&ControlBody {
+                pods: pods.clone(),
+                dependencies: dependencies.clone(),
+                key: key.to_string(),
+            })
+            .unwrap_or_default(),
+        )
+    };
+    let answers = futures::future::join_all(live.iter().map(|p| {
+        let client = client.clone();
+        let addr = p.registration.control_addr();
+        let body = body(&p.key);
+        async move {
+            match addr {
+                None => Err("no usable control port in its registration".to_string()),
+                Some(a) => client
+                    .control(&a, Task::Plan, 60, None, body, Duration::from_secs(75))
+                    .await
+                    .map_err(|e| e.to_string()),
+            }
+        }
+    }))
+    .await;
+    let mut dep_changes = serde_json::Map::new();
+    let rows: Vec<Value> = live
+        .iter()
+        .zip(answers)
+        .map(|(p, answer)| {
+            let mut row = json!({
+                "key": p.key,
+                "seq": p.seq,
+                "pod": format!("{cluster}#{}", p.seq),
+            });
+            match answer {
+                Ok(r) if r.code == 200 => {
+                    if let Some(d) = r.body["dependencies"].as_object() {
+                        for (k, v) in d {
+                            dep_changes.entry(k.clone()).or_insert_with(|| v.clone());
+                        }
+                    }
+                    row["would"] = r.body["would"].clone();
+                    row["why"] = r.body["why"].clone();
+                    row["files"] = r.body.get("files").cloned().unwrap_or(Value::Null);
+                }
+                // A 1.x pod answers 400 to a task it does not know.
+                Ok(r) if r.code == 400 => {
+                    row["would"] = json!("unknown (1.x)");
+                    row["why"] =
+                        json!("the pod does not know the plan task (400): an Ochopod 1.x pod");
+                }
+                Ok(r) => {
+                    row["would"] = json!("unknown");
+                    row["why"] = json!(format!(
+                        "{} {}",
+                        r.code,
+                        r.body["error"].as_str().unwrap_or(&r.body.to_string())
+                    ));
+                }
+                Err(e) => {
+                    row["would"] = json!("unknown");
+                    row["why"] = json!(format!("unreachable: {e}"));
+                }
+            }
+            row
+        })
+        .collect();
+    if ctx.json {
+        print_json(&json!({
+            "cluster": cluster,
+            "pending": pending,
+            "committed_hash": committed_hash,
+            "next_hash": next_hash,
+            "joining": joining,
+            "leaving": leaving,
+            "dependencies": dep_changes,
+            "pods": rows,
+        }));
+        return Ok(0);
+    }
+    if pending {
+        println!(
+            "{cluster}: a round is pending ({} pods, hash {} -> {})",
+            pods.len(),
+            committed_hash
+                .as_deref()
+                .map_or("none".to_string(), |h| h.chars().take(12).collect()),
+            next_hash.chars().take(12).collect::<String>()
+        );
+    } else {
+        println!(
+            "{cluster}: no round pending (the cluster matches its committed hash {}); a round now would do:",
+            next_hash.chars().take(12).collect::<String>()
+        );
+    }
+    for k in &joining {
+        println!("  + {} joins", short(k));
+    }
+    for k in &leaving {
+        println!("  - {} leaves", short(k));
+    }
+    for (name, change) in &dep_changes {
+        let list = |what: &str| -> Vec<String> {
+            change[what]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.as_str().map(short))
+                .collect()
+        };
+        let (j, l) = (list("joined"), list("left"));
+        println!(
+            "  dependency {name} changed: {}{}",
+            j.iter().map(|k| format!("+{k} ")).collect::<String>(),
+            l.iter().map(|k| format!("-{k} ")).collect::<String>()
+        );
+    }
+    for row in &rows {
+        println!(
+            "  {} {}  {}: {}",
+            row["pod"].as_str().unwrap_or(""),
+            short(row["key"].as_str().unwrap_or("")),
+            row["would"].as_str().unwrap_or("?"),
+            row["why"].as_str().unwrap_or("")
+        );
+        for f in row["files"].as_array().into_iter().flatten() {
+            if f["changed"] == true {
+                println!("      {} changes:", f["path"].as_str().unwrap_or("?"));
+                for line in f["diff"].as_str().unwrap_or("").lines() {
+                    println!("        {line}");
+                }
+            } else {
+                println!("      {} unchanged", f["path"].as_str().unwrap_or("?"));
+            }
+        }
+    }
+    Ok(0)
+}

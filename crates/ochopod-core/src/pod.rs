@@ -1,5 +1,5 @@
 //! The pod's lifecycle machine, sans IO: what a pod does with each control request (`check`,
-//! `on`, `off`, `ok`, `kill`, `signal`, `health`) and with its process (start, reload or restart, sanity
+//! `on`, `off`, `ok`, `kill`, `signal`, `health`, `plan`) and with its process (start, reload or restart, sanity
 //! checks, crash backoff, circuit breaker).
 //!
 //! It decides what the pod does with each control request and when its timers fire (restart
@@ -66,6 +66,9 @@ pub enum Hook {
     Signal,
     /// The periodic sanity check; may return metrics (a JSON object).
     SanityCheck,
+    /// `plan`: render into memory what `on` would write with the view, and complete the
+    /// machine's decision (the hook's input: `would`, `why`, `dependencies`) with the files.
+    Plan,
 }
 
 /// What the pod machine asks the runtime to do.
@@ -543,7 +546,7 @@ impl PodMachine {
             return self.operator_on(req);
         }
         let view = match req.task {
-            Task::Check | Task::On | Task::Ok => {
+            Task::Check | Task::On | Task::Ok | Task::Plan => {
                 let body: ControlBody = match serde_json::from_value(req.body.clone()) {
                     Ok(b) => b,
                     Err(e) => {
@@ -585,6 +588,13 @@ impl PodMachine {
                 }
             }
             Task::Off | Task::Kill => self.stop_then(now, req, None),
+            Task::Plan => {
+                let input = match &view {
+                    Some(v) => self.plan(v),
+                    None => Value::Null,
+                };
+                self.run_hook(req, Hook::Plan, view, input)
+            }
             Task::Health => {
                 if self.process != Process::Running || self.pid.is_none() {
                     let msg = format!("the process is not running ({})", self.process.as_str());
@@ -636,14 +646,7 @@ impl PodMachine {
         let Some(v) = view.clone() else {
             return self.error(req.id, 400, "on needs a cluster view".to_string());
         };
-        let same_deps = match &self.last_deps {
-            Some(last) if self.settings.reload_dependencies => {
-                last.keys().eq(v.dependencies.keys())
-            }
-            Some(last) => *last == v.dependencies,
-            None => false,
-        };
-        if self.process == Process::Running && !self.settings.strict && same_deps {
+        if self.process == Process::Running && !self.settings.strict && self.same_dependencies(&v) {
             // Scaling the cluster does not restart every member: re-render and maybe reload.
             self.op = Op::Task {
                 req,
@@ -658,6 +661,91 @@ impl PodMachine {
             return;
         }
         self.stop_then(now, req, view);
+    }
+
+    /// Whether a view's dependencies let a running, non-strict pod reload instead of restarting:
+    /// the same dependencies (with a reload hook: the same dependency names).
+    fn same_dependencies(&self, v: &ClusterView) -> bool {
+        match &self.last_deps {
+            Some(last) if self.settings.reload_dependencies => {
+                last.keys().eq(v.dependencies.keys())
+            }
+            Some(last) => *last == v.dependencies,
+            None => false,
+        }
+    }
+
+    /// What an `on` with view `v` would do, as `plan` answers it before the files are added:
+    /// `would` (`start`, `configure`, `restart` or `reload`), `why`, and per dependency the
+    /// pods that joined and left since the last configuration.
+    fn plan(&self, v: &ClusterView) -> Value {
+        let (would, why) = if self.process != Process::Running {
+            if !self.settings.start && !self.ever_started {
+                (
+                    "configure",
+                    "start = false: the round configures it; an operator's on starts the process"
+                        .to_string(),
+                )
+            } else if !self.has_command {
+                (
+                    "start",
+                    "never configured: the round configures it and starts its process".to_string(),
+                )
+            } else {
+                (
+                    "start",
+                    format!(
+                        "the process is {}: the round configures it and starts it",
+                        self.process.as_str()
+                    ),
+                )
+            }
+        } else if self.settings.strict {
+            (
+                "restart",
+                "strict: every on restarts the process".to_string(),
+            )
+        } else if !self.same_dependencies(v) {
+            let why = if self.settings.reload_dependencies {
+                "a dependency was added or removed"
+            } else {
+                "its dependencies changed (without a reload hook, that restarts)"
+            };
+            ("restart", why.to_string())
+        } else {
+            (
+                "reload",
+                "not strict, same dependencies: the process keeps running".to_string(),
+            )
+        };
+        let mut deps = serde_json::Map::new();
+        let empty = Default::default();
+        let last = self.last_deps.as_ref().unwrap_or(&empty);
+        let names: std::collections::BTreeSet<&String> =
+            last.keys().chain(v.dependencies.keys()).collect();
+        for name in names {
+            let (old, new) = (last.get(name), v.dependencies.get(name));
+            let keys = |p: Option<&crate::wire::Pods>| -> Vec<String> {
+                p.map(|p| p.keys().cloned().collect()).unwrap_or_default()
+            };
+            let (old_keys, new_keys) = (keys(old), keys(new));
+            let joined: Vec<&String> = new_keys.iter().filter(|k| !old_keys.contains(k)).collect();
+            let left: Vec<&String> = old_keys.iter().filter(|k| !new_keys.contains(k)).collect();
+            if self.last_deps.is_some()
+                && (old.is_none() || new.is_none() || !joined.is_empty() || !left.is_empty())
+            {
+                deps.insert(
+                    name.clone(),
+                    json!({
+                        "joined": joined,
+                        "left": left,
+                        "added": old.is_none(),
+                        "removed": new.is_none(),
+                    }),
+                );
+            }
+        }
+        json!({ "would": would, "why": why, "dependencies": deps })
     }
 
     /// Tears the process down if it is alive, then continues the request.
@@ -738,6 +826,7 @@ impl PodMachine {
                             Task::Signal if !v.is_null() => v,
                             // The sanity check's metrics, as the pod's periodic check keeps them.
                             Task::Health if v.is_object() => v,
+                            Task::Plan if v.is_object() => v,
                             _ => json!({}),
                         };
                         self.reply(req.id, ok_code, body);

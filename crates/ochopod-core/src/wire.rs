@@ -254,11 +254,15 @@ pub enum Task {
     /// Run the sanity check now: 200 when it passes, 503 with why when it fails or the process
     /// is not running (what a health-gated round waits on).
     Health,
+    /// A dry run of `on` with the view: what the pod would do (restart or reload, and why) and
+    /// the files it would render, compared with the files on disk; nothing is written and the
+    /// process is left alone (`ochopod plan`).
+    Plan,
 }
 
 impl Task {
     /// Every task, in the order of the task table of `docs/http.md`.
-    pub const ALL: [Task; 7] = [
+    pub const ALL: [Task; 8] = [
         Task::Check,
         Task::On,
         Task::Off,
@@ -266,6 +270,7 @@ impl Task {
         Task::Kill,
         Task::Signal,
         Task::Health,
+        Task::Plan,
     ];
 
     /// The name used in URLs.
@@ -278,6 +283,7 @@ impl Task {
             Task::Kill => "kill",
             Task::Signal => "signal",
             Task::Health => "health",
+            Task::Plan => "plan",
         }
     }
 }
@@ -297,7 +303,7 @@ impl FromStr for Task {
             .find(|t| t.as_str() == s)
             .ok_or_else(|| {
                 crate::Error::Input(format!(
-                    "unknown task {s:?}: use one of check, on, off, ok, kill, signal, health"
+                    "unknown task {s:?}: use one of check, on, off, ok, kill, signal, health, plan"
                 ))
             })
     }

@@ -752,3 +752,63 @@ fn health_runs_the_sanity_check_now_and_answers_503_with_why() {
         }
     )));
 }
+
+#[test]
+fn plan_says_what_on_would_do_and_does_nothing() {
+    // (strict, reload_dependencies, dependencies of the planned view, would)
+    let table = [
+        (false, false, deps(&["d1"]), "reload"),
+        (false, false, deps(&["d1", "d2"]), "restart"),
+        (true, false, deps(&["d1"]), "restart"),
+        (false, true, deps(&["d1", "d2"]), "reload"),
+        (false, true, no_deps(), "restart"),
+    ];
+    for (strict, reload_dependencies, planned, would) in table {
+        let what =
+            format!("strict {strict}, reload_dependencies {reload_dependencies}, {planned:?}");
+        let mut s = PodSim::new(ProcessSettings {
+            strict,
+            reload_dependencies,
+            ..process()
+        });
+        let first = s.on(&[], &deps(&["d1"]));
+        s.settle();
+        assert_eq!(s.code(first), 200);
+        let pid = s.m.pid();
+        s.clear();
+        let id = s.control(Task::Plan, body(&pods(&["pod-a", "pod-b"]), &planned));
+        s.settle();
+        assert_eq!(s.code(id), 200, "{what}");
+        // Only the plan hook ran, with the machine's decision as its input.
+        assert_eq!(s.names(), ["Plan"], "{what}");
+        let input = s
+            .log
+            .iter()
+            .find_map(|(_, a)| match a {
+                PodAction::Hook {
+                    hook: Hook::Plan,
+                    input,
+                    view,
+                } => {
+                    assert_eq!(view.as_ref().map(|v| v.size), Some(2), "{what}");
+                    Some(input.clone())
+                }
+                _ => None,
+            })
+            .expect("the plan hook");
+        assert_eq!(input["would"], would, "{what}: {input}");
+        assert_eq!(s.m.pid(), pid, "{what}: the process is left alone");
+        let changed = input["dependencies"]["db"].clone();
+        if planned != deps(&["d1"]) && !planned.is_empty() {
+            assert_eq!(changed["joined"], json!(["d2"]), "{what}: {input}");
+        }
+    }
+
+    // Not running yet: the round would start it.
+    let mut s = PodSim::new(process());
+    let id = s.control(Task::Plan, view_body());
+    s.settle();
+    assert_eq!(s.code(id), 200);
+    assert_eq!(s.names(), ["Plan"]);
+    assert_eq!(s.m.process(), Process::Stopped);
+}

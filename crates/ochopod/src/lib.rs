@@ -53,6 +53,7 @@
 
 pub mod lifecycle;
 mod metrics;
+pub mod plan;
 mod runtime;
 pub mod spec;
 pub mod spec_pod;

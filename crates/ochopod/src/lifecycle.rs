@@ -196,6 +196,18 @@ pub trait Lifecycle: Send + Sync + 'static {
         async { Ok(None) }
     }
 
+    /// `ochopod plan`'s dry run: the files [`configure`](Lifecycle::configure) (and the default
+    /// `reload`) would write with this view, rendered into memory and compared with the files on
+    /// disk, without writing anything or touching the process. `None` (the default): this pod
+    /// cannot tell without running `configure`; the plan then names the reload or restart only.
+    fn plan(
+        &self,
+        cluster: &ClusterView,
+    ) -> impl Future<Output = HookResult<Option<crate::plan::Plan>>> + Send {
+        let _ = cluster;
+        async { Ok(None) }
+    }
+
     /// Runs the operator tool `name` with `args` in `dir` (a temporary folder holding the
     /// uploaded files).
     fn tool(

@@ -4,6 +4,7 @@
 //! drives this exactly as it drives a Rust pod.
 
 use crate::lifecycle::{Failure, HookResult, Lifecycle, ProcessCommand, ToolOutput};
+use crate::plan::{Plan, PlannedFile};
 use crate::spec::Spec;
 use crate::template::Renderer;
 use crate::ClusterView;
@@ -67,6 +68,32 @@ impl SpecLifecycle {
                 .map_err(|e| Failure(format!("cannot write {}: {e}", target.display())))?;
         }
         Ok(changed)
+    }
+
+    /// Renders every `[[templates]]` entry into memory and compares it with its target.
+    pub fn plan_files(&self, cluster: &ClusterView) -> HookResult<Vec<PlannedFile>> {
+        let renderer = Renderer::new(Arc::new(cluster.clone()), &self.env);
+        let mut out = Vec::new();
+        for t in &self.spec.templates {
+            let source = self.spec.path(&t.source);
+            let text = std::fs::read_to_string(&source).map_err(|e| {
+                Failure(format!(
+                    "cannot read template {}: {e} (paths are relative to the spec's folder)",
+                    source.display()
+                ))
+            })?;
+            let new = renderer
+                .render(&t.source, &text)
+                .map_err(|e| Failure(e.to_string()))?;
+            let target = self.spec.path(&t.target);
+            let old = std::fs::read_to_string(&target).ok();
+            out.push(PlannedFile::compare(
+                target.display().to_string(),
+                old.as_deref(),
+                &new,
+            ));
+        }
+        Ok(out)
     }
 
     async fn hook(
@@ -268,6 +295,18 @@ impl Lifecycle for SpecLifecycle {
             .hook("probe", &self.spec.model.probe, &Self::view_json(cluster))
             .await?
             .map(|s| s.trim().to_string()))
+    }
+
+    async fn plan(&self, cluster: &ClusterView) -> HookResult<Option<Plan>> {
+        Ok(Some(Plan {
+            files: self.plan_files(cluster)?,
+            reload_hook: self
+                .spec
+                .hooks
+                .reload
+                .as_deref()
+                .is_some_and(|r| !r.trim().is_empty()),
+        }))
     }
 
     async fn tool(&self, name: &str, args: Vec<String>, dir: PathBuf) -> HookResult<ToolOutput> {

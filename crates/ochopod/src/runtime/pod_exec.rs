@@ -157,6 +157,7 @@ fn hook_name(hook: Hook) -> &'static str {
         Hook::Finalize => "finalize",
         Hook::Signal => "signal",
         Hook::SanityCheck => "sanity check",
+        Hook::Plan => "plan",
     }
 }
 
@@ -179,6 +180,7 @@ async fn run_hook<L: Lifecycle>(
         Hook::Finalize => l.finalize().await.map(|_| Value::Null),
         Hook::Signal => l.signal(input).await,
         Hook::SanityCheck => l.sanity_check(pid).await.map(|m| m.unwrap_or(Value::Null)),
+        Hook::Plan => Ok(crate::plan::answer(input, l.plan(&*need_view()?).await)),
     };
     r.map_err(|e| e.0)
 }
