@@ -40,6 +40,9 @@ pub struct PodEntry {
 #[derive(Debug)]
 pub struct Directory {
     client: Client,
+    /// What the nodes this client creates get (the cluster's ACL: with a credential, only its
+    /// holders may change them).
+    acls: Vec<zookeeper_client::Acl>,
 }
 
 impl Directory {
@@ -52,6 +55,7 @@ impl Directory {
         refuse_early(&target.hosts).await?;
         Ok(Directory {
             client: target.connect().await?,
+            acls: target.cluster_acls(),
         })
     }
 
@@ -142,7 +146,7 @@ impl Directory {
             Err(zookeeper_client::Error::NoNode) => {}
             Err(e) => return Err(Error::zk("set_data", path)(e)),
         }
-        let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        let options = CreateMode::Persistent.with_acls(Acls::new(&self.acls));
         match self.client.create(&path, &data, &options).await {
             Ok(_) => Ok(()),
             Err(zookeeper_client::Error::NoNode) => Err(Error::Input(format!(

@@ -29,6 +29,7 @@
 //! cluster sends ZooKeeper nothing but session pings.
 #![warn(missing_docs)]
 
+mod access;
 mod coordinator;
 mod directory;
 mod layout;
@@ -41,6 +42,7 @@ extern crate self as ochopod_zk;
 #[path = "../tests/common/mod.rs"]
 mod test_common;
 
+pub use access::{check_access, Access};
 pub use coordinator::{
     Coordinator, CoordinatorHandle, DependencyUpdate, PodId, SessionState, ZkCommand, ZkEvent,
 };
@@ -69,6 +71,20 @@ pub enum Error {
         #[source]
         source: zookeeper_client::Error,
     },
+    /// ZooKeeper refused a write (`NoAuth`): the node belongs to another ZooKeeper credential,
+    /// or needs one and this client gave none.
+    #[error(
+        "ZooKeeper refused to {op} {path}: the cluster's nodes belong to another ZooKeeper \
+         credential, or need one and none was given; give the cluster's credential \
+         (digest:user:password) with zk_auth_file ([pod] zk_auth_file, ochopod_zk_auth_file, \
+         --zk-auth-file)"
+    )]
+    Denied {
+        /// The operation (`create`, `set_data`, ...).
+        op: &'static str,
+        /// The path it was applied to.
+        path: String,
+    },
     /// The coordinator's task has stopped (it left the cluster, or its runtime went away).
     #[error("the ZooKeeper coordinator has stopped")]
     Stopped,
@@ -83,6 +99,9 @@ impl Error {
         path: impl Into<String>,
     ) -> impl FnOnce(zookeeper_client::Error) -> Error {
         let path = path.into();
-        move |source| Error::Zk { op, path, source }
+        move |source| match source {
+            zookeeper_client::Error::NoAuth => Error::Denied { op, path },
+            source => Error::Zk { op, path, source },
+        }
     }
 }
