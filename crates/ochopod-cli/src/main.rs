@@ -7,7 +7,9 @@
 //! Exit codes: 0 success; 1 the command failed (pod unreachable, ZooKeeper error, hook failure);
 //! 2 bad usage or settings (a flag, the spec, an ambiguous pod name, several pods without
 //! `--yes` and no terminal to ask on); 3 the circuit breaker gave up with `on_give_up = "exit"`; 4 `ochopod run` cannot listen on its control port
-//! (another pod on the machine uses it).
+//! (another pod on the machine uses it); 5 ZooKeeper refused the credential for the cluster's
+//! nodes (`ochopod run` at start, or an operator command that writes: give the cluster's
+//! credential with `zk_auth_file`).
 
 mod ops;
 mod run;
@@ -30,9 +32,18 @@ struct ZkArgs {
     /// then 127.0.0.1:2181.
     #[arg(long, global = true)]
     zk: Option<String>,
-    /// Control-plane token, for on/off/kill/reset/signal/exec (`ochopod_token`).
+    /// Control-plane token, for on/off/kill/reset/signal/exec (`ochopod_token`). Visible in
+    /// `ps`: prefer --token-file.
     #[arg(long, global = true)]
     token: Option<String>,
+    /// A file holding the control-plane token (`ochopod_token_file`).
+    #[arg(long, global = true, value_name = "PATH")]
+    token_file: Option<std::path::PathBuf>,
+    /// A file holding the ZooKeeper credential, `digest:user:password`, for clusters whose
+    /// nodes only its holders may change (`ochopod_zk_auth_file`; `ochopod_zk_auth` holds it
+    /// inline).
+    #[arg(long, global = true, value_name = "PATH")]
+    zk_auth_file: Option<std::path::PathBuf>,
     /// The cluster's PEM CA: talk TLS to the pods, whose certificates it must have signed
     /// (`ochopod_tls_ca`).
     #[arg(long, global = true)]
@@ -258,6 +269,14 @@ impl Fail {
     pub(crate) fn usage(error: impl Into<anyhow::Error>) -> Fail {
         Fail {
             code: 2,
+            error: error.into(),
+        }
+    }
+
+    /// ZooKeeper refused the credential for the cluster's nodes (exit code 5).
+    pub(crate) fn denied(error: impl Into<anyhow::Error>) -> Fail {
+        Fail {
+            code: 5,
             error: error.into(),
         }
     }

@@ -16,6 +16,7 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 
 pub(crate) struct Ctx {
     zk: String,
+    zk_auth: Option<String>,
     token: Option<String>,
     tls: Option<ochopod_http::ClientTls>,
     json: bool,
@@ -39,11 +40,16 @@ impl Ctx {
             .unwrap_or_else(|| "127.0.0.1:2181".to_string());
         Ok(Ctx {
             zk,
-            token: args
-                .token
-                .clone()
-                .or_else(|| env.get("ochopod_token").cloned())
-                .filter(|t| !t.is_empty()),
+            zk_auth: secret(
+                ("ochopod_zk_auth", None),
+                ("--zk-auth-file", "ochopod_zk_auth_file", &args.zk_auth_file),
+                env,
+            )?,
+            token: secret(
+                ("ochopod_token", args.token.as_deref()),
+                ("--token-file", "ochopod_token_file", &args.token_file),
+                env,
+            )?,
             tls: tls_settings(args, env),
             json: args.json,
             yes: false,
@@ -57,7 +63,8 @@ impl Ctx {
     }
 
     async fn dir(&self) -> Result<Directory, Fail> {
-        let settings = ZkSettings::new(self.zk.clone(), Duration::from_secs(5));
+        let mut settings = ZkSettings::new(self.zk.clone(), Duration::from_secs(5));
+        settings.auth = self.zk_auth.clone();
         Directory::connect(&settings)
             .await
             .with_context(|| {
@@ -76,6 +83,44 @@ impl Ctx {
                  ochopod_tls_cert and ochopod_tls_key)"
             ))
         })
+    }
+}
+
+/// A secret given inline (`--token`, else its variable) or in a file (the flag, else its
+/// variable): not both; the file is read once and trimmed. Errors never show the secret.
+fn secret(
+    (var, flag): (&str, Option<&str>),
+    (file_flag, file_var, file): (&str, &str, &Option<std::path::PathBuf>),
+    env: &BTreeMap<String, String>,
+) -> Result<Option<String>, Fail> {
+    let inline = flag
+        .map(str::to_string)
+        .or_else(|| env.get(var).cloned())
+        .filter(|v| !v.is_empty());
+    let file = file
+        .clone()
+        .or_else(|| env.get(file_var).filter(|v| !v.is_empty()).map(Into::into));
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(Fail::usage(anyhow!(
+            "{var} (or its flag) and {file_flag} ({file_var}) are both set: keep {file_flag} only"
+        ))),
+        (inline, None) => Ok(inline),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                Fail::usage(anyhow!(
+                    "cannot read {file_flag} {}: {e} (give a readable file, or unset {file_flag} \
+                     and {file_var})",
+                    path.display()
+                ))
+            })?;
+            match text.trim() {
+                "" => Err(Fail::usage(anyhow!(
+                    "{file_flag} {} is empty: write the secret in it",
+                    path.display()
+                ))),
+                t => Ok(Some(t.to_string())),
+            }
+        }
     }
 }
 
@@ -822,9 +867,15 @@ pub(crate) async fn pause(ctx: &Ctx, target: &str, reason: Option<&str>) -> Resu
             (Some(new), Some(old)) if new.reason.is_empty() => Some(old),
             (p, _) => p.clone(),
         };
-        dir.set_pause(cluster, pause.as_ref())
-            .await
-            .with_context(|| format!("cannot {verb} {cluster}"))?;
+        dir.set_pause(cluster, pause.as_ref()).await.map_err(|e| {
+            let denied = matches!(e, ochopod_zk::Error::Denied { .. });
+            let e = anyhow!(e).context(format!("cannot {verb} {cluster}"));
+            if denied {
+                Fail::denied(e)
+            } else {
+                Fail::from(e)
+            }
+        })?;
         out.push(json!({ "cluster": cluster, "paused": pause }));
         if !ctx.json {
             match &pause {

@@ -31,6 +31,14 @@ pub(crate) struct RunArgs {
     /// Binding: local, generic, marathon, marathon-ec2, kubernetes, kubernetes-ec2, auto.
     #[arg(long)]
     binding: Option<String>,
+    /// A file holding the control-plane token (beats the spec's `[pod] token_file`): the token
+    /// stays out of the command line.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// A file holding the ZooKeeper credential, `digest:user:password` (beats the spec's
+    /// `[pod] zk_auth_file`).
+    #[arg(long, value_name = "PATH")]
+    zk_auth_file: Option<PathBuf>,
     /// Override any spec key: `--set model.damper=2.5`, `--set 'ports."9000"=31000'`
     /// (the value is TOML; bare words are strings). Repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -217,12 +225,20 @@ pub(crate) async fn run(
         explicit,
         session_timeout: p.session_timeout.map(Duration::from_secs_f64),
         zk_auth: p.zk_auth.clone().filter(|a| !a.is_empty()),
+        zk_auth_file: args
+            .zk_auth_file
+            .clone()
+            .or_else(|| spec_path(&spec, &p.zk_auth_file)),
         state_dir: p
             .state_dir
             .as_deref()
             .filter(|d| !d.is_empty())
             .map(|d| spec.path(d)),
         token: p.token.clone().filter(|t| !t.is_empty()),
+        token_file: args
+            .token_file
+            .clone()
+            .or_else(|| spec_path(&spec, &p.token_file)),
         tls_cert: spec_path(&spec, &p.tls_cert),
         tls_key: spec_path(&spec, &p.tls_key),
         tls_ca: spec_path(&spec, &p.tls_ca),
@@ -315,6 +331,7 @@ fn cli_error(e: ochopod::Error) -> Fail {
              port? set [pod] port, --port or ochopod_port, or remap it with [ports])"
         )),
         ochopod::Error::Settings(_) | ochopod::Error::Binding(_) => Fail::usage(e),
+        e @ ochopod::Error::ZkDenied { .. } => Fail::denied(e),
         other => Fail::from(other),
     }
 }

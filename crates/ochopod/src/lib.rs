@@ -144,6 +144,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// ZooKeeper refused this pod's credential for its cluster's nodes (they belong to
+    /// another credential, or need one and none was given): fix `zk_auth_file`.
+    #[error("cluster {cluster}: {denied}")]
+    ZkDenied {
+        /// The cluster, `namespace.cluster`.
+        cluster: String,
+        /// What ZooKeeper refused.
+        denied: ochopod_zk::Error,
+    },
     /// The binding could not tell where the pod runs.
     #[error(transparent)]
     Binding(#[from] ochopod_bindings::Error),
@@ -170,10 +179,16 @@ pub struct PodConfig {
     pub session_timeout: Option<Duration>,
     /// `digest:user:password` (`ochopod_zk_auth`).
     pub zk_auth: Option<String>,
+    /// A file holding `digest:user:password` (`ochopod_zk_auth_file`): the credential stays
+    /// out of the command line and the environment. Not with `zk_auth`.
+    pub zk_auth_file: Option<PathBuf>,
     /// Keep key and seq here (`ochopod_state_dir`; default nowhere: a new key at each start).
     pub state_dir: Option<PathBuf>,
     /// Control-plane token (`ochopod_token`; default none: no token required).
     pub token: Option<String>,
+    /// A file holding the control-plane token (`ochopod_token_file`): the token stays out of
+    /// the command line and the environment. Not with `token`.
+    pub token_file: Option<PathBuf>,
     /// The pod's PEM certificate, served by its control plane and presented by its leader
     /// (`ochopod_tls_cert`; with `tls_key` and `tls_ca` the control plane speaks mutual TLS).
     pub tls_cert: Option<PathBuf>,
@@ -214,6 +229,46 @@ pub struct PodBuilder {
     set_by: BTreeMap<String, &'static str>,
     /// Settings given two different values, reported by `prepare`.
     conflicts: Vec<String>,
+}
+
+/// A secret given inline (setting, then its variable) or as a file (setting, then its
+/// variable): one of the two, the file read once and trimmed. Errors name the setting and the
+/// file, never the secret.
+fn secret(
+    (name, inline, var): (&str, Option<String>, &str),
+    (file_name, file, file_var): (&str, Option<PathBuf>, &str),
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, Error> {
+    let inline = inline.filter(|v| !v.is_empty()).or_else(|| get(var));
+    let file = file
+        .filter(|f| !f.as_os_str().is_empty())
+        .or_else(|| get(file_var).map(PathBuf::from));
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(Error::Settings(format!(
+            "{name} ({var}) and {file_name} ({file_var}) are both set: keep {file_name} only, \
+             so the secret stays out of the command line and the environment"
+        ))),
+        (Some(v), None) => Ok(Some(v)),
+        (None, None) => Ok(None),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                Error::Settings(format!(
+                    "cannot read {file_name} {}: {} (give a readable file, or unset \
+                     {file_name} and {file_var})",
+                    path.display(),
+                    e
+                ))
+            })?;
+            let text = text.trim();
+            if text.is_empty() {
+                return Err(Error::Settings(format!(
+                    "{file_name} {} is empty: write the secret in it",
+                    path.display()
+                )));
+            }
+            Ok(Some(text.to_string()))
+        }
+    }
 }
 
 /// Entry point of the library API.
@@ -373,6 +428,18 @@ impl PodBuilder {
         self
     }
 
+    /// A file holding the ZooKeeper credentials, `digest:user:password`
+    /// (`ochopod_zk_auth_file`); read once at start, surrounding whitespace ignored.
+    pub fn zk_auth_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.set(
+            "zk_auth_file",
+            "PodBuilder::zk_auth_file",
+            path.into(),
+            |c| &mut c.zk_auth_file,
+        );
+        self
+    }
+
     /// Keeps the pod's key and seq in this folder, so a restarted container keeps its
     /// identity (`ochopod_state_dir`; default nowhere: a new key at each start).
     pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -385,6 +452,15 @@ impl PodBuilder {
     /// The control-plane token the leader and tools must send (`ochopod_token`; default none).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.set("token", "PodBuilder::token", token.into(), |c| &mut c.token);
+        self
+    }
+
+    /// A file holding the control-plane token (`ochopod_token_file`); read once at start,
+    /// surrounding whitespace ignored.
+    pub fn token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.set("token_file", "PodBuilder::token_file", path.into(), |c| {
+            &mut c.token_file
+        });
         self
     }
 
@@ -418,8 +494,10 @@ impl PodBuilder {
             explicit,
             session_timeout,
             zk_auth,
+            zk_auth_file,
             state_dir,
             token,
+            token_file,
             tls_cert,
             tls_key,
             tls_ca,
@@ -454,8 +532,10 @@ impl PodBuilder {
         merge!("port", port, explicit.port);
         merge!("session_timeout", session_timeout, session_timeout);
         merge!("zk_auth", zk_auth, zk_auth);
+        merge!("zk_auth_file", zk_auth_file, zk_auth_file);
         merge!("state_dir", state_dir, state_dir);
         merge!("token", token, token);
+        merge!("token_file", token_file, token_file);
         merge!("tls_cert", tls_cert, tls_cert);
         merge!("tls_key", tls_key, tls_key);
         merge!("tls_ca", tls_ca, tls_ca);
@@ -564,17 +644,21 @@ impl PodBuilder {
             }
         }
         let zk_hosts = found.require_zk()?.to_string();
-        let zk_auth = self
-            .config
-            .zk_auth
-            .clone()
-            .or_else(|| get("ochopod_zk_auth"))
-            .or_else(|| {
-                found
-                    .zk_auth
-                    .as_ref()
-                    .map(|(u, p)| format!("digest:{u}:{p}"))
-            });
+        let zk_auth = secret(
+            ("zk_auth", self.config.zk_auth.clone(), "ochopod_zk_auth"),
+            (
+                "zk_auth_file",
+                self.config.zk_auth_file.clone(),
+                "ochopod_zk_auth_file",
+            ),
+            &get,
+        )?
+        .or_else(|| {
+            found
+                .zk_auth
+                .as_ref()
+                .map(|(u, p)| format!("digest:{u}:{p}"))
+        });
         let state_dir = self
             .config
             .state_dir
@@ -587,12 +671,15 @@ impl PodBuilder {
             },
             None => (uuid::Uuid::new_v4().to_string(), None),
         };
-        let token = self
-            .config
-            .token
-            .clone()
-            .or_else(|| get("ochopod_token"))
-            .filter(|t| !t.is_empty());
+        let token = secret(
+            ("token", self.config.token.clone(), "ochopod_token"),
+            (
+                "token_file",
+                self.config.token_file.clone(),
+                "ochopod_token_file",
+            ),
+            &get,
+        )?;
         let tls = self.tls(&get)?;
         let debug = get("ochopod_debug").unwrap_or_else(|| "false".to_string());
         let mut registration = Registration {
@@ -625,6 +712,12 @@ impl PodBuilder {
             } else {
                 "false"
             }),
+        );
+        // Whether the control plane speaks TLS: a leader that does not (or does) says so
+        // instead of failing its calls without a reason.
+        registration.extra.insert(
+            "tls".to_string(),
+            serde_json::Value::from(if tls.is_some() { "true" } else { "false" }),
         );
         registration.extra.insert(
             "start".to_string(),
@@ -777,6 +870,10 @@ impl PreparedPod {
     /// registration JSON, secrets removed).
     pub fn process_env(&self) -> BTreeMap<String, String> {
         let mut env = self.settings.env.clone();
+        // The agent's secrets are not the process's.
+        for secret in ["ochopod_token", "ochopod_zk_auth"] {
+            env.remove(secret);
+        }
         env.insert("ochopod".to_string(), self.settings.registration.to_json());
         env
     }
@@ -791,8 +888,22 @@ impl PreparedPod {
         &self.log
     }
 
-    /// Runs the pod until it stops; returns the agent's exit code.
+    /// Runs the pod until it stops; returns the agent's exit code. When ZooKeeper answers and
+    /// refuses this pod's credential for its cluster's nodes, fails at once with
+    /// [`Error::ZkDenied`] (retrying cannot help); when it does not answer yet, the coordinator
+    /// keeps trying as usual.
     pub async fn run<L: Lifecycle>(self, lifecycle: L) -> Result<i32, Error> {
+        let cluster = self.settings.registration.full_cluster();
+        match ochopod_zk::check_access(&self.settings.zk, &cluster).await {
+            Ok(ochopod_zk::Access::Granted) => {}
+            Ok(ochopod_zk::Access::Unknown(why)) => {
+                tracing::debug!(%why, "ZooKeeper access not checked before starting");
+            }
+            Err(denied @ ochopod_zk::Error::Denied { .. }) => {
+                return Err(Error::ZkDenied { cluster, denied })
+            }
+            Err(e) => tracing::debug!(error = %e, "ZooKeeper access not checked before starting"),
+        }
         runtime::run(self.settings, Arc::new(lifecycle), self.reaper, self.log).await
     }
 }

@@ -55,6 +55,9 @@ pub struct PodSection {
     pub session_timeout: Option<f64>,
     /// `digest:user:password` (`ochopod_zk_auth`).
     pub zk_auth: Option<String>,
+    /// A file holding `digest:user:password` (`ochopod_zk_auth_file`; relative to the spec's
+    /// folder).
+    pub zk_auth_file: Option<String>,
     /// Kubernetes: find ZooKeeper as the endpoints of this Service.
     pub zk_service: Option<String>,
     /// Keep key and seq here to survive a container restart.
@@ -65,6 +68,9 @@ pub struct PodSection {
     pub start: Option<bool>,
     /// Control-plane token (`ochopod_token`).
     pub token: Option<String>,
+    /// A file holding the control-plane token (`ochopod_token_file`; relative to the spec's
+    /// folder).
+    pub token_file: Option<String>,
     /// The pod's PEM certificate (`ochopod_tls_cert`; relative to the spec's folder).
     pub tls_cert: Option<String>,
     /// Its PEM key (`ochopod_tls_key`).
