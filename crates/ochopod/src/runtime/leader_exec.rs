@@ -37,6 +37,10 @@ impl<L: Lifecycle> Driver<L> {
                     );
                 }
                 let addr = body.pods.get(&key).and_then(Registration::control_addr);
+                let mismatch = body
+                    .pods
+                    .get(&key)
+                    .and_then(|r| tls_mismatch(&key, r, self.settings.tls.is_some()));
                 let (pods, deps) = self.body_cache.serialized(&body);
                 let client = self.client.clone();
                 let tx = self.tx.clone();
@@ -59,6 +63,7 @@ impl<L: Lifecycle> Driver<L> {
                     // Built once a permit is held: at most `fan_out` bodies exist at once.
                     let payload = control_body(&pods, &deps, &key);
                     let reply = match addr {
+                        _ if mismatch.is_some() => Answer::Failed(mismatch.unwrap_or_default()),
                         None => Answer::Failed(format!("pod {key} has no usable control address")),
                         Some(addr) => match client
                             .control(
@@ -253,4 +258,21 @@ mod tests {
             drop(body);
         }
     }
+}
+
+/// Why this leader cannot talk to the pod `key` registered as `reg`: one side speaks TLS (its
+/// registration says `"tls": "true"`), the other plain HTTP.
+fn tls_mismatch(key: &str, reg: &Registration, leader_tls: bool) -> Option<String> {
+    let pod_tls = reg.extra.get("tls").and_then(Value::as_str) == Some("true");
+    (pod_tls != leader_tls).then(|| {
+        let (pod, leader) = if pod_tls {
+            ("serves TLS", "speaks plain HTTP")
+        } else {
+            ("serves plain HTTP", "speaks TLS")
+        };
+        format!(
+            "pod {key} {pod} and this leader {leader}: give every pod of the cluster the same \
+             tls_cert, tls_key and tls_ca (a secured cluster has no 1.x pods)"
+        )
+    })
 }
