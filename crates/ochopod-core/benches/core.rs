@@ -2,6 +2,8 @@
 //! and 1,000 pods, and the leader machine (one step after a join, and a whole round) for 100 pods.
 //!
 //! `cargo bench -p ochopod-core --bench core`; the instruction-count guard is `scripts/bench-guard.sh`.
+// A bench measures real time (the core itself never reads the clock).
+#![allow(clippy::disallowed_methods)]
 
 #[path = "support/fixtures.rs"]
 mod fixtures;

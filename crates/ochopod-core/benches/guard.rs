@@ -6,6 +6,8 @@
 //! instruction counts, so process start-up and input building cancel out. `guard --list` prints
 //! the workloads and their repetitions. Under `cargo bench` (any other arguments) every workload
 //! runs once, as a smoke test.
+// A bench measures real time (the core itself never reads the clock).
+#![allow(clippy::disallowed_methods)]
 
 #[path = "support/fixtures.rs"]
 mod fixtures;

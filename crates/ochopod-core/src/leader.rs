@@ -39,7 +39,7 @@ use crate::deps::DependencyPattern;
 use crate::hash::config_hash;
 use crate::settings::ModelSettings;
 use crate::wire::{
-    utc_text, ControlBody, Dependencies, Pause, PauseStatus, Pods, RoundReport, Task,
+    utc_text, ControlBody, Dependencies, Pause, PauseStatus, Pods, RoundReport, Task, ROUND_OK,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -84,16 +84,68 @@ pub enum LeaderAction {
         body: Arc<ControlBody>,
     },
     /// A round ended (committed or aborted): for `/info`, metrics and logs.
-    RoundEnded(RoundReport),
+    RoundEnded {
+        /// Committed, or aborted and why.
+        outcome: RoundOutcome,
+        /// The round's report (its `started_ms` is the runtime's to fill in: the machine reads
+        /// no wall clock).
+        report: RoundReport,
+    },
 }
 
-/// A pod's answer to a control request, as the runtime saw it.
+/// How a round ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Answer {
-    /// An HTTP status code (and the error text of the body, if any).
-    Status(u16, String),
-    /// No answer: connection refused, timeout, ...
-    Failed(String),
+pub enum RoundOutcome {
+    /// Every pod took its configuration and the commit landed.
+    Committed,
+    /// The round stopped, and why (it is retried with backoff).
+    Aborted(String),
+}
+
+impl RoundOutcome {
+    /// The report's `outcome` text: `ok`, or why the round stopped.
+    pub fn text(&self) -> &str {
+        match self {
+            RoundOutcome::Committed => ROUND_OK,
+            RoundOutcome::Aborted(why) => why,
+        }
+    }
+}
+
+/// A pod's answer to a control request, typed by the control plane's client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// What the answer means for the round.
+    pub verdict: Verdict,
+    /// How the pod's answer read (`200`, `406: <why>`, `connection refused`), for the round's
+    /// report.
+    pub said: String,
+}
+
+impl Answer {
+    /// An answer with its verdict and how it read.
+    pub fn new(verdict: Verdict, said: impl Into<String>) -> Self {
+        Answer {
+            verdict,
+            said: said.into(),
+        }
+    }
+}
+
+/// What a pod's answer means for the round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The pod did what it was asked.
+    Accepted,
+    /// The pod is dead: it leaves the configuration while this leader leads.
+    Dead,
+    /// The pod refused (not ready, stale epoch, a failed hook): the round stops.
+    Refused,
+    /// The pod could not take the request as sent: the round stops, except for `health`, which
+    /// a 1.x pod does not know (it is then not gated).
+    BadRequest,
+    /// No answer: connection refused, timeout, ...: the round stops.
+    Unreachable,
 }
 
 /// What the leader knows of one cluster its dependencies match.
@@ -217,6 +269,14 @@ impl Leader {
     pub fn continue_rounds(mut self, last_round_id: u64) -> Self {
         self.rounds = last_round_id;
         self
+    }
+
+    /// Leadership is lost (deposed, session expired, the agent leaves): the machine is done.
+    /// Its pending actions are dropped (a round under way is not reported: its requests must
+    /// not go out, and the next leader runs its own round); returns the last round id, to
+    /// continue the numbering in a later term ([`Leader::continue_rounds`]).
+    pub fn abandon(self) -> u64 {
+        self.rounds
     }
 
     /// The id of the last round this leader started (or was continued from); 0 before any.
@@ -370,14 +430,13 @@ impl Leader {
             return;
         }
         let task = r.task;
-        let text = match &reply {
-            Answer::Status(code, msg) if msg.is_empty() => format!("{task} {code}"),
-            Answer::Status(code, msg) => format!("{task} {code}: {msg}"),
-            Answer::Failed(msg) => format!("{task} failed: {msg}"),
+        let text = match reply.verdict {
+            Verdict::Unreachable => format!("{task} failed: {}", reply.said),
+            _ => format!("{task} {}", reply.said),
         };
         r.answers.insert(key.to_string(), text.clone());
-        match reply {
-            Answer::Status(200, _) if task == Task::On && gated => {
+        match reply.verdict {
+            Verdict::Accepted if task == Task::On && gated => {
                 // Hold the next pod until this one's sanity check passes.
                 r.gate = Some(Gate {
                     key: key.to_string(),
@@ -389,19 +448,19 @@ impl Leader {
                 self.gate_send(now);
                 return;
             }
-            Answer::Status(200, _) => {}
-            Answer::Status(410, _) => {
+            Verdict::Accepted => {}
+            Verdict::Dead => {
                 // The pod is dead: drop it and remember it while leading.
                 self.dead.insert(key.to_string());
                 r.members.remove(key);
                 if task == Task::On {
                     // Every other pod was just configured with it: configure them again.
-                    let why = format!("pod {key} is dead (410) during on");
+                    let why = format!("pod {key} is dead during on");
                     self.abort(now, why);
                     return;
                 }
             }
-            _ => {
+            Verdict::Refused | Verdict::BadRequest | Verdict::Unreachable => {
                 self.abort(now, format!("pod {key}: {text}"));
                 return;
             }
@@ -427,17 +486,19 @@ impl Leader {
                 self.baseline = Some((r.members.clone(), r.dependencies.clone()));
                 self.failures = 0;
                 self.last_failure = None;
-                self.actions
-                    .push_back(LeaderAction::RoundEnded(RoundReport {
+                self.actions.push_back(LeaderAction::RoundEnded {
+                    outcome: RoundOutcome::Committed,
+                    report: RoundReport {
                         started_ms: 0,
                         duration_ms: millis(now.saturating_duration_since(r.started)),
-                        outcome: "ok".to_string(),
+                        outcome: ROUND_OK.to_string(),
                         answers: r.answers,
                         why: r.why,
                         joined: r.joined,
                         left: r.left,
                         hash: r.hash,
-                    }));
+                    },
+                });
                 self.next_probe = Some(now);
                 self.evaluate(now);
             }
@@ -597,7 +658,7 @@ impl Leader {
         self.committed.as_deref()
     }
 
-    /// Pods found dead (410) while leading.
+    /// Pods found dead while leading.
     pub fn dead(&self) -> &BTreeSet<String> {
         &self.dead
     }
@@ -806,7 +867,7 @@ impl Leader {
                 self.phase = Phase::Round(round);
                 return;
             }
-            // The step is complete: every remaining member answered 200.
+            // The step is complete: every remaining member accepted.
             let next = match round.task {
                 Task::Check if self.settings.full_shutdown => Task::Off,
                 Task::Check | Task::Off => Task::On,
@@ -874,27 +935,26 @@ impl Leader {
         let Some(g) = &mut r.gate else {
             return;
         };
-        let text = match &reply {
-            Answer::Status(code, msg) if msg.is_empty() => format!("health {code}"),
-            Answer::Status(code, msg) => format!("health {code}: {msg}"),
-            Answer::Failed(msg) => format!("health failed: {msg}"),
+        let text = match reply.verdict {
+            Verdict::Unreachable => format!("health failed: {}", reply.said),
+            _ => format!("health {}", reply.said),
         };
-        match reply {
-            Answer::Status(200, _) => {
+        match reply.verdict {
+            Verdict::Accepted => {
                 r.answers.insert(key.to_string(), text);
                 r.gate = None;
                 self.advance();
             }
-            Answer::Status(400, _) => {
+            Verdict::BadRequest => {
                 // A pod that does not know the task (1.x): it cannot be gated.
                 r.answers
                     .insert(key.to_string(), format!("{text} (not gated)"));
                 r.gate = None;
                 self.advance();
             }
-            Answer::Status(410, _) => {
+            Verdict::Dead => {
                 self.dead.insert(key.to_string());
-                let why = format!("pod {key} is dead (410) during its health gate");
+                let why = format!("pod {key} is dead during its health gate");
                 self.abort(now, why);
             }
             _ => {
@@ -946,8 +1006,9 @@ impl Leader {
             if let Some(g) = r.gate.filter(|g| g.next.is_none() && g.last.is_empty()) {
                 answers.insert(g.key, "health abandoned".to_string());
             }
-            self.actions
-                .push_back(LeaderAction::RoundEnded(RoundReport {
+            self.actions.push_back(LeaderAction::RoundEnded {
+                outcome: RoundOutcome::Aborted(why.clone()),
+                report: RoundReport {
                     started_ms: 0,
                     duration_ms: millis(now.saturating_duration_since(r.started)),
                     outcome: why.clone(),
@@ -956,7 +1017,8 @@ impl Leader {
                     joined: r.joined,
                     left: r.left,
                     hash: r.hash,
-                }));
+                },
+            });
         }
         self.failures += 1;
         let exp = self.failures.saturating_sub(1).min(16);
@@ -977,6 +1039,8 @@ fn millis(d: Duration) -> u64 {
 }
 
 #[cfg(test)]
+// The tests take one real instant as the arbitrary origin of their simulated time.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use crate::wire::Registration;
@@ -1013,8 +1077,8 @@ mod tests {
             Some(LeaderAction::Control { round, .. }) => round,
             other => panic!("expected check, got {other:?}"),
         };
-        l.handle_reply(t1, round, "a", Answer::Status(200, String::new()));
-        l.handle_reply(t1, round, "a", Answer::Status(200, String::new()));
+        l.handle_reply(t1, round, "a", Answer::new(Verdict::Accepted, "200"));
+        l.handle_reply(t1, round, "a", Answer::new(Verdict::Accepted, "200"));
         l.handle_commit(t1, round, Ok(()));
         assert_eq!(l.dirty_since(), None, "clean after the commit");
     }
@@ -1045,16 +1109,16 @@ mod tests {
         assert_eq!((r2, task), (2, Task::Check));
         while l.poll_action().is_some() {}
         // The old term's answers (its `on` of round 1, say) arrive now: ignored.
-        l.handle_reply(t0, r1, "a", Answer::Status(200, String::new()));
-        l.handle_reply(t0, r1, "b", Answer::Status(200, String::new()));
+        l.handle_reply(t0, r1, "a", Answer::new(Verdict::Accepted, "200"));
+        l.handle_reply(t0, r1, "b", Answer::new(Verdict::Accepted, "200"));
         l.handle_commit(t0, r1, Ok(()));
         assert!(
             l.poll_action().is_none(),
             "no step may advance on another round's replies"
         );
         // The new round's own replies move it to `on`.
-        l.handle_reply(t0, r2, "a", Answer::Status(200, String::new()));
-        l.handle_reply(t0, r2, "b", Answer::Status(200, String::new()));
+        l.handle_reply(t0, r2, "a", Answer::new(Verdict::Accepted, "200"));
+        l.handle_reply(t0, r2, "b", Answer::new(Verdict::Accepted, "200"));
         let (r, task, _) = first_control(&mut l);
         assert_eq!((r, task), (r2, Task::On));
     }
@@ -1151,7 +1215,7 @@ mod tests {
         let (r, task, key) = first_control(&mut l);
         assert_eq!((task, key.as_str()), (Task::Check, "a"));
         // The round fails: the retry waits for a resume.
-        l.handle_reply(t0, r, "a", Answer::Status(500, "boom".into()));
+        l.handle_reply(t0, r, "a", Answer::new(Verdict::Refused, "500: boom"));
         while l.poll_action().is_some() {}
         l.handle_pause(t0, Some(pause("x")));
         l.handle_timeout(t0 + Duration::from_secs(3600));
@@ -1162,7 +1226,7 @@ mod tests {
         // Paused mid-round: the round goes on to its commit.
         l.handle_pause(t0, Some(pause("x")));
         assert_eq!(l.state(), "leader (paused, finishing a round)");
-        l.handle_reply(t0, r, "a", Answer::Status(200, String::new()));
+        l.handle_reply(t0, r, "a", Answer::new(Verdict::Accepted, "200"));
         let (r2, task, _) = first_control(&mut l);
         assert_eq!((r2, task), (r, Task::On));
     }
@@ -1179,7 +1243,7 @@ mod tests {
     fn report_of(l: &mut Leader) -> RoundReport {
         loop {
             match l.poll_action() {
-                Some(LeaderAction::RoundEnded(r)) => return r,
+                Some(LeaderAction::RoundEnded { report, .. }) => return report,
                 Some(_) => {}
                 None => panic!("no round ended"),
             }
@@ -1197,8 +1261,8 @@ mod tests {
         l.handle_members(t0, pods(&["b", "c"]));
         l.handle_pause(t0, None);
         let (r, _, _) = first_control(&mut l);
-        l.handle_reply(t0, r, "b", Answer::Status(200, String::new()));
-        l.handle_reply(t0, r, "c", Answer::Status(406, "nope".into()));
+        l.handle_reply(t0, r, "b", Answer::new(Verdict::Accepted, "200"));
+        l.handle_reply(t0, r, "c", Answer::new(Verdict::Refused, "406: nope"));
         let rep = report_of(&mut l);
         assert_eq!(rep.why, ["joined", "left", "operator"]);
         assert_eq!(

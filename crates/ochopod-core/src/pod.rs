@@ -33,7 +33,7 @@ pub enum Process {
     Running,
     /// Being torn down.
     Terminating,
-    /// Killed or failed to configure: the agent answers, control requests get 410.
+    /// Killed or failed to configure: the agent answers, control requests are refused as dead.
     Dead,
 }
 
@@ -74,14 +74,13 @@ pub enum Hook {
 /// What the pod machine asks the runtime to do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PodAction {
-    /// Answer control request `id`.
+    /// Answer control request `id` (the control plane turns the outcome into its status code
+    /// and body).
     Reply {
         /// The id given to [`PodMachine::handle_control`].
         id: u64,
-        /// HTTP status code.
-        code: u16,
-        /// JSON body.
-        body: Value,
+        /// What became of the request.
+        outcome: Outcome,
     },
     /// Run a hook; answer with [`StepResult::Hook`].
     Hook {
@@ -111,6 +110,78 @@ pub enum PodAction {
         /// Exit code for the agent.
         code: i32,
     },
+    /// The shutdown asked for with [`PodMachine::shutdown`] is complete: the process is down
+    /// (finalized or torn down) and the agent may end.
+    ShutDown,
+}
+
+/// What a control request carries, typed by the control plane before it reaches the machine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ControlInput {
+    /// No body (empty, `null` or `{}`). An `on` without a body is an operator's: it starts the
+    /// last configuration again and never re-renders; `off` and `kill` need nothing else.
+    Empty,
+    /// The cluster view a leader sends with `check`, `on` and `ok`.
+    View(Box<ControlBody>),
+    /// A body that is not a cluster view, and why (the request is refused as a bad request
+    /// when it runs).
+    NotAView(String),
+    /// A `signal`'s body, handed to the hook untouched (`null` when empty).
+    Opaque(Value),
+}
+
+/// What became of a control request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Done.
+    Accepted(Accepted),
+    /// Not done, and why.
+    Refused(Refusal),
+}
+
+/// How a request that was done ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Accepted {
+    /// Nothing to report.
+    Done,
+    /// The process was started with this pid.
+    Started {
+        /// The sub-process's pid.
+        pid: u32,
+    },
+    /// The signal hook's answer (user JSON, passed through).
+    Answer(Value),
+    /// Done, with a warning (a `kill` whose `finalize` hook failed: the pod is dead anyway).
+    Warning(String),
+}
+
+/// Why a control request was not done.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Refusal {
+    /// The request cannot be run as sent (a body that is not a cluster view, a view that does
+    /// not hold this pod).
+    BadRequest(String),
+    /// The pod cannot do it now: `can_configure` said no, or an operator's `on` reached a pod
+    /// that was never configured.
+    NotReady(String),
+    /// The configuration failed (initialize, configure or the start): the pod is dead now.
+    ConfigureFailed(String),
+    /// Its deadline passed before it started: dropped, never run late.
+    TimedOut(Task),
+    /// Sent by a leader of an older epoch than one this pod already obeyed.
+    Stale {
+        /// The request's epoch.
+        epoch: Epoch,
+        /// The newest epoch this pod obeyed.
+        kept: Epoch,
+    },
+    /// This pod is dead (killed, finished or failed to configure): it answers but does nothing.
+    Dead,
+    /// `health`: the process is not running, or its sanity check failed.
+    Unhealthy(String),
+    /// A hook failed (`ok`'s `configured`, `signal`), or the machine met a step it did not
+    /// expect.
+    Failed(String),
 }
 
 /// The result of a step the machine asked for.
@@ -133,10 +204,43 @@ pub struct PodRequest {
     pub task: Task,
     /// The leader's epoch, when the request carries one.
     pub epoch: Option<Epoch>,
-    /// The request body (Null when empty).
-    pub body: Value,
-    /// Drop the request (answer 408) if it has not started by then.
+    /// What the request carries.
+    pub input: ControlInput,
+    /// Drop the request (refused as timed out) if it has not started by then.
     pub deadline: Option<Instant>,
+}
+
+/// Who waits for a request's outcome.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Origin {
+    /// A control request: its outcome is a [`PodAction::Reply`].
+    Client(u64),
+    /// The process exited 0 while a step ran: the pod finishes (finalize, dead) once it is done.
+    Finish,
+    /// The agent shuts down ([`PodMachine::shutdown`]): [`PodAction::ShutDown`] once done.
+    Shutdown,
+}
+
+/// A request as the machine queues and runs it.
+#[derive(Clone, Debug, PartialEq)]
+struct Job {
+    origin: Origin,
+    task: Task,
+    epoch: Option<Epoch>,
+    input: ControlInput,
+    deadline: Option<Instant>,
+}
+
+impl Job {
+    fn internal(origin: Origin, task: Task) -> Self {
+        Job {
+            origin,
+            task,
+            epoch: None,
+            input: ControlInput::Empty,
+            deadline: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -155,7 +259,7 @@ enum Op {
     Idle,
     /// A control request under way.
     Task {
-        req: PodRequest,
+        req: Job,
         step: Step,
         view: Option<Arc<ClusterView>>,
     },
@@ -169,15 +273,6 @@ enum Op {
     Finish,
 }
 
-/// True for the body of an operator's `on`: empty, `null` or `{}`.
-fn is_empty_body(body: &Value) -> bool {
-    match body {
-        Value::Null => true,
-        Value::Object(m) => m.is_empty(),
-        _ => false,
-    }
-}
-
 /// The pod's lifecycle machine. See the module docs for the call order.
 #[derive(Debug)]
 pub struct PodMachine {
@@ -185,7 +280,7 @@ pub struct PodMachine {
     key: String,
     process: Process,
     op: Op,
-    queue: VecDeque<PodRequest>,
+    queue: VecDeque<Job>,
     actions: VecDeque<PodAction>,
     initialized: bool,
     configured: bool,
@@ -274,7 +369,7 @@ impl PodMachine {
         &self.metrics
     }
 
-    /// Restarts after a crash since the agent started.
+    /// Restarts after a crash since the agent started (the `process_restarts` metric).
     pub fn restarts(&self) -> u64 {
         self.restarts
     }
@@ -309,9 +404,25 @@ impl PodMachine {
         self.restart_at = None;
     }
 
+    /// The agent left its cluster and shuts down: the process is torn down (as by an `off`,
+    /// after the requests already queued) and never started again; [`PodAction::ShutDown`]
+    /// says when it is down. Call [`PodMachine::stopping`] first, when the shutdown begins.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.stopping();
+        self.queue
+            .push_back(Job::internal(Origin::Shutdown, Task::Off));
+        self.pump(now);
+    }
+
     /// A control request arrived. It runs when the requests before it are done.
     pub fn handle_control(&mut self, now: Instant, req: PodRequest) {
-        self.queue.push_back(req);
+        self.queue.push_back(Job {
+            origin: Origin::Client(req.id),
+            task: req.task,
+            epoch: req.epoch,
+            input: req.input,
+            deadline: req.deadline,
+        });
         self.pump(now);
     }
 
@@ -380,13 +491,8 @@ impl PodMachine {
                         // Finish once the step under way is done.
                         self.restart_at = None;
                         self.process = Process::Stopped;
-                        self.queue.push_front(PodRequest {
-                            id: u64::MAX,
-                            task: Task::Kill,
-                            epoch: None,
-                            body: Value::Null,
-                            deadline: None,
-                        });
+                        self.queue
+                            .push_front(Job::internal(Origin::Finish, Task::Kill));
                     }
                 } else {
                     let why = match code {
@@ -416,7 +522,7 @@ impl PodMachine {
                 }
             }
         }
-        // Queued requests whose deadline passed while another step ran: answer 408 now and drop
+        // Queued requests whose deadline passed while another step ran: refuse them now and drop
         // them (never run late). Left queued, their deadline would stay in `poll_timeout` and
         // the runtime would wake up at once, again and again, until the step ends.
         let (expired, waiting): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.queue)
@@ -424,8 +530,7 @@ impl PodMachine {
             .partition(|req| req.deadline.is_some_and(|d| now >= d));
         self.queue = waiting;
         for req in expired {
-            let msg = format!("{} timed out before it started; dropped", req.task);
-            self.error(req.id, 408, msg);
+            self.refuse(req.origin, Refusal::TimedOut(req.task));
         }
         self.pump(now);
     }
@@ -514,52 +619,58 @@ impl PodMachine {
         }
     }
 
-    fn reply(&mut self, id: u64, code: u16, body: Value) {
-        if id != u64::MAX {
-            self.actions.push_back(PodAction::Reply { id, code, body });
+    /// Hands a request's outcome to whoever waits for it.
+    fn reply(&mut self, origin: Origin, outcome: Outcome) {
+        match origin {
+            Origin::Client(id) => self.actions.push_back(PodAction::Reply { id, outcome }),
+            Origin::Finish => {}
+            Origin::Shutdown => self.actions.push_back(PodAction::ShutDown),
         }
     }
 
-    fn error(&mut self, id: u64, code: u16, msg: String) {
-        self.reply(id, code, json!({ "error": msg }));
+    fn accept(&mut self, origin: Origin, how: Accepted) {
+        self.reply(origin, Outcome::Accepted(how));
     }
 
-    fn start_task(&mut self, now: Instant, req: PodRequest) {
+    fn refuse(&mut self, origin: Origin, why: Refusal) {
+        self.reply(origin, Outcome::Refused(why));
+    }
+
+    fn start_task(&mut self, now: Instant, mut req: Job) {
         if req.deadline.is_some_and(|d| now >= d) {
-            // Timed out (408) before it started: dropped, never run late.
-            let msg = format!("{} timed out before it started; dropped", req.task);
-            return self.error(req.id, 408, msg);
+            // Timed out before it started: dropped, never run late.
+            return self.refuse(req.origin, Refusal::TimedOut(req.task));
         }
-        if let (Some(e), Some(kept)) = (req.epoch, self.epoch) {
-            if e < kept {
-                let msg = format!("stale leader epoch {e}: this pod obeys epoch {kept} or newer");
-                return self.error(req.id, 409, msg);
+        if let (Some(epoch), Some(kept)) = (req.epoch, self.epoch) {
+            if epoch < kept {
+                return self.refuse(req.origin, Refusal::Stale { epoch, kept });
             }
         }
         if self.process == Process::Dead {
-            return self.error(req.id, 410, "this pod is dead".to_string());
+            return self.refuse(req.origin, Refusal::Dead);
         }
         if let Some(e) = req.epoch {
             self.epoch = Some(self.epoch.map_or(e, |k| k.max(e)));
         }
-        if req.task == Task::On && is_empty_body(&req.body) {
+        if req.task == Task::On && req.input == ControlInput::Empty {
             return self.operator_on(req);
         }
         let view = match req.task {
             Task::Check | Task::On | Task::Ok | Task::Plan => {
-                let body: ControlBody = match serde_json::from_value(req.body.clone()) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let msg = format!(
-                            "bad control body for {}: {e} (send the cluster view: {{\"pods\": {{key: registration}}, \"dependencies\": {{}}, \"key\": \"<this pod's key>\"}}; `ochopod {}` builds it)",
-                            req.task, req.task
-                        );
-                        return self.error(req.id, 400, msg);
+                match std::mem::replace(&mut req.input, ControlInput::Empty) {
+                    ControlInput::View(body) => match ClusterView::new(&self.key, &body) {
+                        Ok(v) => Some(Arc::new(v)),
+                        Err(e) => {
+                            return self.refuse(req.origin, Refusal::BadRequest(e.to_string()))
+                        }
+                    },
+                    ControlInput::NotAView(why) => {
+                        return self.refuse(req.origin, Refusal::BadRequest(why))
                     }
-                };
-                match ClusterView::new(&self.key, &body) {
-                    Ok(v) => Some(Arc::new(v)),
-                    Err(e) => return self.error(req.id, 400, e.to_string()),
+                    _ => {
+                        let why = format!("{} needs the cluster view in its body", req.task);
+                        return self.refuse(req.origin, Refusal::BadRequest(why));
+                    }
                 }
             }
             _ => None,
@@ -568,7 +679,10 @@ impl PodMachine {
             Task::Check => self.run_hook(req, Hook::CanConfigure, view, Value::Null),
             Task::Ok => self.run_hook(req, Hook::Configured, view, Value::Null),
             Task::Signal => {
-                let input = req.body.clone();
+                let input = match std::mem::replace(&mut req.input, ControlInput::Empty) {
+                    ControlInput::Opaque(v) => v,
+                    _ => Value::Null,
+                };
                 self.run_hook(req, Hook::Signal, None, input)
             }
             Task::On => {
@@ -598,7 +712,7 @@ impl PodMachine {
             Task::Health => {
                 if self.process != Process::Running || self.pid.is_none() {
                     let msg = format!("the process is not running ({})", self.process.as_str());
-                    return self.error(req.id, 503, msg);
+                    return self.refuse(req.origin, Refusal::Unhealthy(msg));
                 }
                 self.run_hook(req, Hook::SanityCheck, None, Value::Null)
             }
@@ -607,15 +721,15 @@ impl PodMachine {
 
     /// An `on` without a view is an operator's (as in 1.x): it never re-renders. Running:
     /// nothing to do. Stopped after a configuration: the last command starts again with its
-    /// last overrides. Never configured: 406, and the pod stays alive.
-    fn operator_on(&mut self, req: PodRequest) {
+    /// last overrides. Never configured: refused as not ready, and the pod stays alive.
+    fn operator_on(&mut self, req: Job) {
         if self.process == Process::Running {
-            return self.reply(req.id, 200, json!({}));
+            return self.accept(req.origin, Accepted::Done);
         }
         if !self.has_command {
             let msg = "this pod was never configured, so there is nothing to start: its leader                        configures it (an `on` carrying the cluster view)"
                 .to_string();
-            return self.error(req.id, 406, msg);
+            return self.refuse(req.origin, Refusal::NotReady(msg));
         }
         self.exited_since_check = false;
         self.op = Op::Task {
@@ -626,13 +740,7 @@ impl PodMachine {
         self.actions.push_back(PodAction::Spawn);
     }
 
-    fn run_hook(
-        &mut self,
-        req: PodRequest,
-        hook: Hook,
-        view: Option<Arc<ClusterView>>,
-        input: Value,
-    ) {
+    fn run_hook(&mut self, req: Job, hook: Hook, view: Option<Arc<ClusterView>>, input: Value) {
         self.op = Op::Task {
             req,
             step: Step::Hook,
@@ -642,9 +750,10 @@ impl PodMachine {
             .push_back(PodAction::Hook { hook, view, input });
     }
 
-    fn on_initialized(&mut self, now: Instant, req: PodRequest, view: Option<Arc<ClusterView>>) {
+    fn on_initialized(&mut self, now: Instant, req: Job, view: Option<Arc<ClusterView>>) {
         let Some(v) = view.clone() else {
-            return self.error(req.id, 400, "on needs a cluster view".to_string());
+            let why = "on needs a cluster view".to_string();
+            return self.refuse(req.origin, Refusal::BadRequest(why));
         };
         if self.process == Process::Running && !self.settings.strict && self.same_dependencies(&v) {
             // Scaling the cluster does not restart every member: re-render and maybe reload.
@@ -749,7 +858,7 @@ impl PodMachine {
     }
 
     /// Tears the process down if it is alive, then continues the request.
-    fn stop_then(&mut self, now: Instant, req: PodRequest, view: Option<Arc<ClusterView>>) {
+    fn stop_then(&mut self, now: Instant, req: Job, view: Option<Arc<ClusterView>>) {
         self.restart_at = None;
         self.next_check = None;
         if self.pid.is_some() {
@@ -769,12 +878,7 @@ impl PodMachine {
         }
     }
 
-    fn continue_after_stop(
-        &mut self,
-        _now: Instant,
-        req: PodRequest,
-        view: Option<Arc<ClusterView>>,
-    ) {
+    fn continue_after_stop(&mut self, _now: Instant, req: Job, view: Option<Arc<ClusterView>>) {
         self.exited_since_check = false;
         match req.task {
             Task::On => {
@@ -800,7 +904,7 @@ impl PodMachine {
             }
             _ => {
                 self.configured = false;
-                self.reply(req.id, 200, json!({}));
+                self.accept(req.origin, Accepted::Done);
             }
         }
     }
@@ -808,43 +912,38 @@ impl PodMachine {
     fn task_step_done(
         &mut self,
         now: Instant,
-        req: PodRequest,
+        req: Job,
         step: Step,
         view: Option<Arc<ClusterView>>,
         result: StepResult,
     ) {
         match (step, result) {
-            (Step::Hook, StepResult::Hook(r)) => {
-                let (ok_code, fail_code) = match req.task {
-                    Task::Check => (200, 406),
-                    Task::Health => (200, 503),
-                    _ => (200, 500),
-                };
-                match r {
-                    Ok(v) => {
-                        let body = match req.task {
-                            Task::Signal if !v.is_null() => v,
-                            // The sanity check's metrics, as the pod's periodic check keeps them.
-                            Task::Health if v.is_object() => v,
-                            Task::Plan if v.is_object() => v,
-                            _ => json!({}),
-                        };
-                        self.reply(req.id, ok_code, body);
-                    }
-                    Err(e) => self.error(req.id, fail_code, e),
+            (Step::Hook, StepResult::Hook(r)) => match r {
+                Ok(v) if req.task == Task::Signal && !v.is_null() => {
+                    self.accept(req.origin, Accepted::Answer(v))
                 }
-            }
+                // The sanity check's metrics, as the pod's periodic check keeps them.
+                Ok(v) if matches!(req.task, Task::Health | Task::Plan) && v.is_object() => {
+                    self.accept(req.origin, Accepted::Answer(v))
+                }
+                Ok(_) => self.accept(req.origin, Accepted::Done),
+                Err(e) if req.task == Task::Check => self.refuse(req.origin, Refusal::NotReady(e)),
+                Err(e) if req.task == Task::Health => {
+                    self.refuse(req.origin, Refusal::Unhealthy(e))
+                }
+                Err(e) => self.refuse(req.origin, Refusal::Failed(e)),
+            },
             (Step::Initialize, StepResult::Hook(r)) => match r {
                 Ok(_) => {
                     self.initialized = true;
                     self.on_initialized(now, req, view);
                 }
-                Err(e) => self.configure_failed(req.id, format!("initialize failed: {e}")),
+                Err(e) => self.configure_failed(req.origin, format!("initialize failed: {e}")),
             },
             (Step::Reload, StepResult::Hook(r)) => match r {
                 Ok(_) => {
                     self.configured = true;
-                    self.reply(req.id, 200, json!({}));
+                    self.accept(req.origin, Accepted::Done);
                 }
                 Err(e) => {
                     // Reload failed: fall back to a full restart with the new view.
@@ -870,10 +969,10 @@ impl PodMachine {
                         self.actions.push_back(PodAction::Spawn);
                     } else {
                         self.configured = true;
-                        self.reply(req.id, 200, json!({}));
+                        self.accept(req.origin, Accepted::Done);
                     }
                 }
-                Err(e) => self.configure_failed(req.id, e),
+                Err(e) => self.configure_failed(req.origin, e),
             },
             (Step::Spawn, StepResult::Spawned(r)) => match r {
                 Ok(pid) => {
@@ -881,38 +980,37 @@ impl PodMachine {
                     self.crash_streak = 0;
                     self.failed_checks = 0;
                     self.configured = true;
-                    self.reply(req.id, 200, json!({ "pid": pid }));
+                    self.accept(req.origin, Accepted::Started { pid });
                 }
-                Err(e) => self.configure_failed(req.id, format!("cannot start the process: {e}")),
+                Err(e) => {
+                    self.configure_failed(req.origin, format!("cannot start the process: {e}"))
+                }
             },
             (Step::Finalize, StepResult::Hook(r)) => {
                 self.process = Process::Dead;
                 self.configured = false;
                 match r {
-                    Ok(_) => self.reply(req.id, 200, json!({})),
+                    Ok(_) => self.accept(req.origin, Accepted::Done),
                     Err(e) => {
-                        self.last_failure = Some(format!("finalize failed: {e}"));
-                        self.reply(
-                            req.id,
-                            200,
-                            json!({ "warning": format!("finalize failed: {e}") }),
-                        );
+                        let why = format!("finalize failed: {e}");
+                        self.last_failure = Some(why.clone());
+                        self.accept(req.origin, Accepted::Warning(why));
                     }
                 }
             }
             (step, result) => {
                 let msg = format!("internal error: step {step:?} got {result:?}");
-                self.error(req.id, 500, msg);
+                self.refuse(req.origin, Refusal::Failed(msg));
             }
         }
     }
 
-    /// A configure failure answers 406 and, as in 1.x, turns the pod dead.
-    fn configure_failed(&mut self, id: u64, why: String) {
+    /// A configure failure is refused and, as in 1.x, turns the pod dead.
+    fn configure_failed(&mut self, origin: Origin, why: String) {
         self.process = Process::Dead;
         self.configured = false;
         self.last_failure = Some(why.clone());
-        self.error(id, 406, why);
+        self.refuse(origin, Refusal::ConfigureFailed(why));
     }
 
     fn started(&mut self, now: Instant, pid: u32) {

@@ -386,6 +386,9 @@ pub fn utc_text(ms: u64) -> String {
     )
 }
 
+/// The [`RoundReport::outcome`] of a committed round.
+pub const ROUND_OK: &str = "ok";
+
 /// One pod's answer in the leader's last round, as shown in `/info`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoundReport {
@@ -394,7 +397,7 @@ pub struct RoundReport {
     pub started_ms: u64,
     /// How long the round took, in milliseconds.
     pub duration_ms: u64,
-    /// `ok`, or why the round failed.
+    /// `ok` ([`ROUND_OK`]), or why the round failed.
     pub outcome: String,
     /// Each pod's answer (`check 200`, `on 406: ...`), by key.
     pub answers: BTreeMap<String, String>,

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 fn ok() -> Answer {
-    Answer::Status(200, String::new())
+    accepted()
 }
 
 fn keys(p: &Pods) -> Vec<&str> {
@@ -181,8 +181,8 @@ fn a_pod_answering_410_at_check_is_dropped_from_on_the_commit_and_later_hashes()
             ..ModelSettings::default()
         });
         s.reply = Box::new(|_, task, key| match (task, key) {
-            (Task::Check, "pod-b") => Answer::Status(410, "dead".into()),
-            _ => Answer::Status(200, String::new()),
+            (Task::Check, "pod-b") => answer(410, "dead"),
+            _ => accepted(),
         });
         s.elected(None, pods(&["pod-a", "pod-b", "pod-c"]));
         s.run_until(1.0);
@@ -236,8 +236,8 @@ fn a_pod_answering_410_at_check_is_dropped_from_on_the_commit_and_later_hashes()
 fn a_pod_answering_410_during_on_aborts_and_the_retry_leaves_it_out() {
     let mut s = LeaderSim::new(model(0.0));
     s.reply = Box::new(|_, task, key| match (task, key) {
-        (Task::On, "pod-b") => Answer::Status(410, "dead".into()),
-        _ => Answer::Status(200, String::new()),
+        (Task::On, "pod-b") => answer(410, "dead"),
+        _ => accepted(),
     });
     s.elected(None, pods(&["pod-a", "pod-b", "pod-c"]));
     s.run_until(5.0);
@@ -261,20 +261,20 @@ fn a_pod_answering_410_during_on_aborts_and_the_retry_leaves_it_out() {
 #[test]
 fn any_other_failure_aborts_and_retries_with_a_capped_doubling_backoff() {
     // (task that fails, reply, damper, expected gaps between round starts)
-    let fail = |code: u16| Answer::Status(code, "nope".into());
+    let fail = |code: u16| answer(code, "nope");
     let gaps_1s = [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0];
     let table: Vec<(Task, Answer, f64, &[f64])> = vec![
         (Task::Check, fail(406), 0.0, &gaps_1s),
         (Task::Check, fail(500), 0.0, &gaps_1s),
         (
             Task::Check,
-            Answer::Failed("connection refused".into()),
+            unreachable("connection refused"),
             0.0,
             &gaps_1s,
         ),
         (Task::Check, fail(409), 0.0, &gaps_1s),
         (Task::On, fail(406), 0.0, &gaps_1s),
-        (Task::On, Answer::Failed("timed out".into()), 0.0, &gaps_1s),
+        (Task::On, unreachable("timed out"), 0.0, &gaps_1s),
         (Task::Check, fail(500), 0.4, &gaps_1s),
         (
             Task::Check,
@@ -292,7 +292,7 @@ fn any_other_failure_aborts_and_retries_with_a_capped_doubling_backoff() {
             if t == task && key == "pod-b" {
                 r.clone()
             } else {
-                Answer::Status(200, String::new())
+                accepted()
             }
         });
         s.elected(None, pods(&["pod-a", "pod-b"]));
@@ -363,13 +363,15 @@ fn the_backoff_resets_after_a_successful_round() {
     let mut s = LeaderSim::new(model(0.0));
     let failing = std::rc::Rc::new(std::cell::Cell::new(true));
     let f = failing.clone();
-    s.reply = Box::new(move |_, _, _| {
-        if f.get() {
-            Answer::Status(500, String::new())
-        } else {
-            Answer::Status(200, String::new())
-        }
-    });
+    s.reply = Box::new(
+        move |_, _, _| {
+            if f.get() {
+                answer(500, "")
+            } else {
+                accepted()
+            }
+        },
+    );
     s.elected(None, pods(&["pod-a"]));
     s.run_until(7.5); // failed at 0, 1, 3, 7
     assert_eq!(s.round_starts().len(), 4);
@@ -780,7 +782,7 @@ fn health_script(fails: &[(&'static str, Option<u32>)]) -> impl FnMut(u64, Task,
             .map_or(Some(0), |f| f.1);
         match limit {
             Some(l) if *n > l => ok(),
-            _ => Answer::Status(503, format!("not ready yet ({n})")),
+            _ => answer(503, &format!("not ready yet ({n})")),
         }
     }
 }
@@ -863,7 +865,7 @@ fn a_check_that_never_passes_fails_the_round_with_why_at_the_timeout() {
         .log
         .iter()
         .find_map(|(_, a)| match a {
-            LeaderAction::RoundEnded(r) => Some(r.clone()),
+            LeaderAction::RoundEnded { report, .. } => Some(report.clone()),
             _ => None,
         })
         .unwrap();
@@ -875,7 +877,7 @@ fn a_pod_that_does_not_know_health_is_not_gated_and_without_sequential_nothing_i
     // A 1.x pod answers 400 to an unknown task.
     let mut s = LeaderSim::new(gated(1.0, 60.0));
     s.reply = Box::new(|_, task, _| match task {
-        Task::Health => Answer::Status(400, "unknown task".into()),
+        Task::Health => answer(400, "unknown task"),
         _ => ok(),
     });
     s.elected(None, pods(&["pod-a", "pod-b"]));
@@ -911,13 +913,10 @@ fn a_gated_pod_that_leaves_or_dies_aborts_the_round() {
 
     let mut s = LeaderSim::new(gated(1.0, 60.0));
     s.reply = Box::new(|_, task, _| match task {
-        Task::Health => Answer::Status(410, "this pod is dead".into()),
+        Task::Health => answer(410, "this pod is dead"),
         _ => ok(),
     });
     s.elected(None, pods(&["pod-a", "pod-b"]));
     s.run_until(0.5);
-    assert_eq!(
-        s.outcomes()[0],
-        "pod pod-a is dead (410) during its health gate"
-    );
+    assert_eq!(s.outcomes()[0], "pod pod-a is dead during its health gate");
 }

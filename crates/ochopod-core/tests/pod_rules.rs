@@ -812,3 +812,54 @@ fn plan_says_what_on_would_do_and_does_nothing() {
     assert_eq!(s.names(), ["Plan"]);
     assert_eq!(s.m.process(), Process::Stopped);
 }
+
+/// The agent's shutdown is a command, not a request: the process is torn down after the
+/// requests already queued, nothing answers a client for it, and the machine says once the
+/// process is down. A dead pod shuts down at once.
+#[test]
+fn shutdown_tears_the_process_down_then_says_so() {
+    let mut s = running(ProcessSettings {
+        check_every: secs(10_000.0),
+        ..process()
+    });
+    let replies = s.replies.len();
+    s.shutdown();
+    s.settle();
+    assert_eq!(s.names(), vec!["Terminate", "ShutDown"]);
+    assert_eq!(s.m.process(), Process::Stopped);
+    assert_eq!(s.replies.len(), replies, "no client waits for a shutdown");
+    // The process that ends now is never started again.
+    s.run_for(600.0);
+    assert!(s.spawn_times().is_empty(), "{:?}", s.names());
+
+    let mut s = running(process());
+    let kill = s.control(Task::Kill, json!({}));
+    s.settle();
+    assert_eq!(s.code(kill), 200);
+    s.clear();
+    s.shutdown();
+    s.settle();
+    assert_eq!(
+        s.names(),
+        vec!["ShutDown"],
+        "a dead pod has nothing to tear down"
+    );
+}
+
+/// The restarts counter (the agent's `process_restarts` metric) counts the restarts after a
+/// crash, and nothing else: not the first start, not a reconfiguration.
+#[test]
+fn restarts_count_only_restarts_after_a_crash() {
+    let mut s = running(ProcessSettings {
+        check_every: secs(10_000.0),
+        ..process()
+    });
+    assert_eq!(s.m.restarts(), 0);
+    let on = s.on(&["pod-b"], &no_deps());
+    s.settle();
+    assert_eq!(s.code(on), 200);
+    assert_eq!(s.m.restarts(), 0, "a reconfiguration is no restart");
+    s.exit(Some(1));
+    s.settle();
+    assert_eq!(s.m.restarts(), 1);
+}

@@ -8,7 +8,7 @@
 
 mod sim;
 
-use ochopod_core::leader::{Answer, LeaderAction};
+use ochopod_core::leader::{Answer, LeaderAction, Verdict};
 use ochopod_core::pod::{PodAction, StepResult};
 use ochopod_core::settings::{GiveUp, ModelSettings, ProcessSettings};
 use ochopod_core::wire::{Epoch, Task};
@@ -56,10 +56,10 @@ fn leader_op() -> impl Strategy<Value = LeaderOp> {
 
 fn reply(kind: u8) -> Answer {
     match kind {
-        0 => Answer::Status(410, "dead".into()),
-        1 => Answer::Status(500, "hook failed".into()),
-        2 => Answer::Failed("connection refused".into()),
-        _ => Answer::Status(200, String::new()),
+        0 => answer(410, "dead"),
+        1 => answer(500, "hook failed"),
+        2 => unreachable("connection refused"),
+        _ => accepted(),
     }
 }
 
@@ -156,7 +156,7 @@ fn audit(s: &LeaderSim, from: usize, rounds: &mut BTreeMap<u64, Track>, full_shu
 fn answer_tracked(s: &mut LeaderSim, rounds: &mut BTreeMap<u64, Track>, i: usize, r: Answer) {
     let sent = s.inflight[i].clone();
     let t = rounds.entry(sent.round).or_default();
-    let table = if matches!(r, Answer::Status(200, _)) {
+    let table = if r.verdict == Verdict::Accepted {
         &mut t.ok
     } else {
         &mut t.bad

@@ -66,11 +66,13 @@
 mod client;
 mod exec;
 mod multipart;
+mod outcome;
 mod server;
 mod tls;
 
 pub use client::Client;
 pub use exec::ExecRequest;
+pub use outcome::{answer_of, control_input, outcome_reply};
 pub use server::{
     serve, ControlRequest, Handler, PeerCertified, Reply, Router, ServerConfig, SHELL_HEADER,
 };

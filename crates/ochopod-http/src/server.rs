@@ -88,6 +88,13 @@ pub struct ControlRequest {
     pub body: Value,
 }
 
+impl ControlRequest {
+    /// The body typed for the task, as the pod machine takes it (see [`crate::control_input`]).
+    pub fn input(&self) -> ochopod_core::pod::ControlInput {
+        crate::control_input(self.task, self.body.clone())
+    }
+}
+
 /// What the runtime provides to the control server.
 ///
 /// The synchronous methods serve the read-only routes and must return quickly (no blocking, no

@@ -106,7 +106,13 @@ impl Metrics {
         self.round_seconds.observe(duration_ms as f64 / 1000.0);
     }
 
+    /// Reads the pod machine's own counters (after every batch of messages).
     pub(crate) fn observe_pod(&self, pod: &PodMachine) {
+        // The counter follows the machine's: it only ever moves up by what is new.
+        let seen = self.restarts.get();
+        if pod.restarts() > seen {
+            self.restarts.inc_by(pod.restarts() - seen);
+        }
         self.sanity_failures.set(pod.sanity_failures());
         self.process_running.set(i64::from(pod.pid().is_some()));
         // As `/info` shows them: the last check's numbers while the process runs, none otherwise.

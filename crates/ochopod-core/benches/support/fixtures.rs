@@ -3,7 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use ochopod_core::leader::{Answer, Leader, LeaderAction};
+use ochopod_core::leader::{Answer, Leader, LeaderAction, Verdict};
 use ochopod_core::settings::ModelSettings;
 use ochopod_core::wire::Task;
 use ochopod_core::{ControlBody, Dependencies, Pods, Registration};
@@ -102,7 +102,7 @@ pub fn full_round(leader: &mut Leader, members: Pods, now: Instant) -> usize {
                 LeaderAction::Control {
                     round, task, key, ..
                 } if task != Task::Ok => {
-                    leader.handle_reply(now, round, &key, Answer::Status(200, String::new()))
+                    leader.handle_reply(now, round, &key, Answer::new(Verdict::Accepted, "200"))
                 }
                 LeaderAction::Commit { round, .. } => leader.handle_commit(now, round, Ok(())),
                 _ => {}

@@ -9,8 +9,10 @@
 #![allow(dead_code)]
 
 use ochopod_core::hash::config_hash;
-use ochopod_core::leader::{Answer, Leader, LeaderAction};
-use ochopod_core::pod::{Hook, PodAction, PodMachine, PodRequest, StepResult};
+use ochopod_core::leader::{Answer, Leader, LeaderAction, Verdict};
+use ochopod_core::pod::{
+    Accepted, ControlInput, Hook, Outcome, PodAction, PodMachine, PodRequest, Refusal, StepResult,
+};
 use ochopod_core::settings::{ModelSettings, ProcessSettings};
 use ochopod_core::wire::{ControlBody, Dependencies, Epoch, Pods, Registration, Task};
 use ochopod_core::DependencyPattern;
@@ -22,7 +24,9 @@ use std::time::{Duration, Instant};
 /// Upper bound on wake-ups in one `run_until`, so a machine that loops fails instead of hanging.
 const MAX_STEPS: usize = 100_000;
 
-/// The fixed origin of virtual time, shared by every test of a binary.
+/// The fixed origin of virtual time, shared by every test of a binary (one real instant, read
+/// once: nothing else reads the clock).
+#[allow(clippy::disallowed_methods)]
 pub(crate) fn origin() -> Instant {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     *ORIGIN.get_or_init(Instant::now)
@@ -138,7 +142,7 @@ impl LeaderSim {
             inflight: Vec::new(),
             commits: VecDeque::new(),
             probing: false,
-            reply: Box::new(|_, _, _| Answer::Status(200, String::new())),
+            reply: Box::new(|_, _, _| accepted()),
             commit: Box::new(|_| Ok(())),
             probe: Box::new(|| Ok("green".to_string())),
             auto: true,
@@ -187,7 +191,7 @@ impl LeaderSim {
                     );
                     self.probing = true;
                 }
-                LeaderAction::WriteSnapshot { .. } | LeaderAction::RoundEnded(_) => {}
+                LeaderAction::WriteSnapshot { .. } | LeaderAction::RoundEnded { .. } => {}
             }
             self.log.push((self.t(), action));
         }
@@ -374,7 +378,14 @@ impl LeaderSim {
         self.log
             .iter()
             .filter_map(|(_, a)| match a {
-                LeaderAction::RoundEnded(r) => Some(r.outcome.clone()),
+                LeaderAction::RoundEnded { outcome, report } => {
+                    assert_eq!(
+                        outcome.text(),
+                        report.outcome,
+                        "typed and reported outcomes agree"
+                    );
+                    Some(report.outcome.clone())
+                }
                 _ => None,
             })
             .collect()
@@ -478,8 +489,9 @@ impl PodSim {
     fn flush(&mut self) {
         while let Some(action) = self.m.poll_action() {
             match &action {
-                PodAction::Reply { id, code, body } => {
-                    self.replies.push((self.t(), *id, *code, body.clone()));
+                PodAction::Reply { id, outcome } => {
+                    let (code, body) = wire_reply(outcome);
+                    self.replies.push((self.t(), *id, code, body));
                 }
                 PodAction::Hook { .. } | PodAction::Configure { .. } | PodAction::Spawn => {
                     assert!(
@@ -499,10 +511,16 @@ impl PodSim {
                     let pid = self.alive.expect("Kill with no live process");
                     self.exit_at = Some((self.now, pid, None));
                 }
-                PodAction::Exit { .. } => {}
+                PodAction::Exit { .. } | PodAction::ShutDown => {}
             }
             self.log.push((self.t(), action));
         }
+    }
+
+    /// The agent shuts down ([`PodMachine::shutdown`]).
+    pub(crate) fn shutdown(&mut self) {
+        self.m.shutdown(self.now);
+        self.flush();
     }
 
     /// Sends a control request; returns its id.
@@ -534,7 +552,7 @@ impl PodSim {
                 id,
                 task,
                 epoch,
-                body,
+                input: input_of(task, body),
                 deadline,
             },
         );
@@ -719,13 +737,86 @@ impl PodSim {
 /// A short name for an action: `Hook(Reload)`, `Configure`, `Spawn`, `Terminate`, ...
 pub(crate) fn name(a: &PodAction) -> String {
     match a {
-        PodAction::Reply { code, .. } => format!("Reply({code})"),
+        PodAction::Reply { outcome, .. } => format!("Reply({})", wire_reply(outcome).0),
         PodAction::Hook { hook, .. } => format!("{hook:?}"),
         PodAction::Configure { .. } => "Configure".into(),
         PodAction::Spawn => "Spawn".into(),
         PodAction::Terminate => "Terminate".into(),
         PodAction::Kill => "Kill".into(),
         PodAction::Exit { code } => format!("Exit({code})"),
+        PodAction::ShutDown => "ShutDown".into(),
+    }
+}
+
+/// A pod's answer as the leader's client types it: 200 accepted, 410 dead, any other code
+/// refused (`said` is `<code>` or `<code>: <error>`).
+pub(crate) fn answer(code: u16, error: &str) -> Answer {
+    let verdict = match code {
+        200 => Verdict::Accepted,
+        400 => Verdict::BadRequest,
+        410 => Verdict::Dead,
+        _ => Verdict::Refused,
+    };
+    let said = if error.is_empty() {
+        code.to_string()
+    } else {
+        format!("{code}: {error}")
+    };
+    Answer::new(verdict, said)
+}
+
+/// A pod that did what it was asked (200).
+pub(crate) fn accepted() -> Answer {
+    answer(200, "")
+}
+
+/// No answer at all (connection refused, timeout).
+pub(crate) fn unreachable(why: &str) -> Answer {
+    Answer::new(Verdict::Unreachable, why)
+}
+
+/// The body of a request typed as the control plane types it: a signal's body passes through,
+/// an empty `on` is an operator's, `off` and `kill` carry nothing, `check`, `on` and `ok` carry
+/// the cluster view.
+pub(crate) fn input_of(task: Task, body: Value) -> ControlInput {
+    let empty = match &body {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        _ => false,
+    };
+    match task {
+        Task::Signal => ControlInput::Opaque(body),
+        Task::Off | Task::Kill | Task::Health => ControlInput::Empty,
+        Task::On if empty => ControlInput::Empty,
+        _ => match serde_json::from_value::<ControlBody>(body) {
+            Ok(b) => ControlInput::View(Box::new(b)),
+            Err(e) => ControlInput::NotAView(format!("bad control body for {task}: {e}")),
+        },
+    }
+}
+
+/// The status code and body the control plane sends for an outcome: the protocol's table,
+/// as `ochopod-http` applies it (its own tests check its table against these same pairs).
+pub(crate) fn wire_reply(outcome: &Outcome) -> (u16, Value) {
+    let error = |code: u16, msg: String| (code, json!({ "error": msg }));
+    match outcome {
+        Outcome::Accepted(Accepted::Done) => (200, json!({})),
+        Outcome::Accepted(Accepted::Started { pid }) => (200, json!({ "pid": pid })),
+        Outcome::Accepted(Accepted::Answer(v)) => (200, v.clone()),
+        Outcome::Accepted(Accepted::Warning(w)) => (200, json!({ "warning": w })),
+        Outcome::Refused(Refusal::BadRequest(why)) => error(400, why.clone()),
+        Outcome::Refused(Refusal::NotReady(why)) => error(406, why.clone()),
+        Outcome::Refused(Refusal::ConfigureFailed(why)) => error(406, why.clone()),
+        Outcome::Refused(Refusal::TimedOut(task)) => {
+            error(408, format!("{task} timed out before it started; dropped"))
+        }
+        Outcome::Refused(Refusal::Stale { epoch, kept }) => error(
+            409,
+            format!("stale leader epoch {epoch}: this pod obeys epoch {kept} or newer"),
+        ),
+        Outcome::Refused(Refusal::Dead) => error(410, "this pod is dead".to_string()),
+        Outcome::Refused(Refusal::Unhealthy(why)) => error(503, why.clone()),
+        Outcome::Refused(Refusal::Failed(why)) => error(500, why.clone()),
     }
 }
 

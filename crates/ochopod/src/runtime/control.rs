@@ -62,7 +62,7 @@ impl<L: Lifecycle> Handler for ControlHandler<L> {
             id: 0,
             task: req.task,
             epoch: req.epoch,
-            body: req.body,
+            input: ochopod_http::control_input(req.task, req.body),
             deadline,
         };
         let sent = self.tx.send(Msg::Control(pod_req, tx));

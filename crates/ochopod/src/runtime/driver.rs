@@ -3,8 +3,7 @@
 
 use crate::lifecycle::Lifecycle;
 use ochopod_core::leader::Leader;
-use ochopod_core::pod::{PodMachine, PodRequest, StepResult};
-use ochopod_core::wire::Task;
+use ochopod_core::pod::{PodMachine, StepResult};
 use ochopod_http::Reply;
 use ochopod_supervisor::{PodLog, Reaper};
 use ochopod_zk::{Coordinator, SessionState, ZkCommand, ZkEvent};
@@ -16,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::control::{ControlHandler, Shared};
-use super::{BodyCache, Driver, Logged, Msg, RuntimeSettings, SHUTDOWN_ID};
+use super::{BodyCache, Driver, Logged, Msg, RuntimeSettings};
 use crate::metrics::Metrics;
 
 /// Runs the pod until it is told to stop; returns the agent's exit code.
@@ -154,7 +153,6 @@ pub(crate) async fn run<L: Lifecycle>(
             last_round_id: 0,
             active_round: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             held: Vec::new(),
-            tearing_down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             shutdown: false,
             done: false,
             exit_code: 0,
@@ -269,17 +267,12 @@ impl<L: Lifecycle> Driver<L> {
                 };
                 self.pod.handle_result(now, StepResult::Configured(step));
             }
-            Msg::Exit { pid, code, how } => {
-                if self.pod.process() == ochopod_core::pod::Process::Running {
-                    warn!("pid {pid} died ({how})");
-                } else {
-                    info!("pid {pid} ended ({how})");
-                }
-                if code != Some(0) && self.pod.process() == ochopod_core::pod::Process::Running {
-                    self.shared.metrics.restarts.inc();
-                }
-                self.pod.handle_exit(now, pid, code);
-            }
+            Msg::Exit {
+                pid,
+                code,
+                how,
+                group_gone,
+            } => self.on_exit(now, pid, code, how, group_gone),
             Msg::LeaderReply {
                 round,
                 key,
@@ -321,16 +314,7 @@ impl<L: Lifecycle> Driver<L> {
             }
             Msg::Left => {
                 info!("left the cluster; tearing the process down");
-                self.pod.handle_control(
-                    now,
-                    PodRequest {
-                        id: SHUTDOWN_ID,
-                        task: Task::Off,
-                        epoch: None,
-                        body: Value::Null,
-                        deadline: None,
-                    },
-                );
+                self.pod.shutdown(now);
             }
         }
     }
@@ -438,7 +422,7 @@ impl<L: Lifecycle> Driver<L> {
             .store(0, std::sync::atomic::Ordering::Relaxed);
         match self.leader.take() {
             Some((l, _)) => {
-                self.last_round_id = self.last_round_id.max(l.last_round_id());
+                self.last_round_id = self.last_round_id.max(l.abandon());
                 true
             }
             None => false,

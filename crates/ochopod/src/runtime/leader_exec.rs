@@ -3,11 +3,10 @@
 
 use crate::lifecycle::Lifecycle;
 use bytes::Bytes;
-use ochopod_core::leader::{Answer, LeaderAction};
+use ochopod_core::leader::{Answer, LeaderAction, RoundOutcome, Verdict};
 use ochopod_core::wire::{ControlBody, Registration, Task};
 use ochopod_core::ClusterView;
 use ochopod_zk::ZkCommand;
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
@@ -63,8 +62,13 @@ impl<L: Lifecycle> Driver<L> {
                     // Built once a permit is held: at most `fan_out` bodies exist at once.
                     let payload = control_body(&pods, &deps, &key);
                     let reply = match addr {
-                        _ if mismatch.is_some() => Answer::Failed(mismatch.unwrap_or_default()),
-                        None => Answer::Failed(format!("pod {key} has no usable control address")),
+                        _ if mismatch.is_some() => {
+                            Answer::new(Verdict::Unreachable, mismatch.unwrap_or_default())
+                        }
+                        None => Answer::new(
+                            Verdict::Unreachable,
+                            format!("pod {key} has no usable control address"),
+                        ),
                         Some(addr) => match client
                             .control(
                                 &addr,
@@ -76,20 +80,12 @@ impl<L: Lifecycle> Driver<L> {
                             )
                             .await
                         {
-                            Ok(r) => {
-                                let msg = r
-                                    .body
-                                    .get("error")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("")
-                                    .to_string();
-                                Answer::Status(r.code, msg)
-                            }
-                            Err(e) => Answer::Failed(e.to_string()),
+                            Ok(r) => ochopod_http::answer_of(&r),
+                            Err(e) => Answer::new(Verdict::Unreachable, e.to_string()),
                         },
                     };
                     if task == Task::Ok {
-                        if !matches!(reply, Answer::Status(200, _)) {
+                        if reply.verdict != Verdict::Accepted {
                             warn!(%key, ?reply, "ok failed (logged only)");
                         }
                         return;
@@ -133,11 +129,14 @@ impl<L: Lifecycle> Driver<L> {
                     let _ = tx.send(Msg::Probe(r));
                 });
             }
-            LeaderAction::RoundEnded(mut report) => {
+            LeaderAction::RoundEnded {
+                outcome,
+                mut report,
+            } => {
                 self.active_round
                     .store(0, std::sync::atomic::Ordering::Relaxed);
                 report.started_ms = unix_ms().saturating_sub(report.duration_ms);
-                let ok = report.outcome == "ok";
+                let ok = outcome == RoundOutcome::Committed;
                 if ok {
                     info!(outcome = %report.outcome, ms = report.duration_ms, "configuration round ended");
                 } else {
@@ -193,6 +192,23 @@ fn control_body(pods: &[u8], deps: &[u8], key: &str) -> Bytes {
     out.extend_from_slice(key_json.as_bytes());
     out.push(b'}');
     Bytes::from(out)
+}
+
+/// Why this leader cannot talk to the pod `key` registered as `reg`: one side speaks TLS (its
+/// registration says `"tls": "true"`), the other plain HTTP.
+fn tls_mismatch(key: &str, reg: &Registration, leader_tls: bool) -> Option<String> {
+    let pod_tls = reg.extra.get("tls").and_then(serde_json::Value::as_str) == Some("true");
+    (pod_tls != leader_tls).then(|| {
+        let (pod, leader) = if pod_tls {
+            ("serves TLS", "speaks plain HTTP")
+        } else {
+            ("serves plain HTTP", "speaks TLS")
+        };
+        format!(
+            "pod {key} {pod} and this leader {leader}: give every pod of the cluster the same \
+             tls_cert, tls_key and tls_ca (a secured cluster has no 1.x pods)"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -258,21 +274,4 @@ mod tests {
             drop(body);
         }
     }
-}
-
-/// Why this leader cannot talk to the pod `key` registered as `reg`: one side speaks TLS (its
-/// registration says `"tls": "true"`), the other plain HTTP.
-fn tls_mismatch(key: &str, reg: &Registration, leader_tls: bool) -> Option<String> {
-    let pod_tls = reg.extra.get("tls").and_then(Value::as_str) == Some("true");
-    (pod_tls != leader_tls).then(|| {
-        let (pod, leader) = if pod_tls {
-            ("serves TLS", "speaks plain HTTP")
-        } else {
-            ("serves plain HTTP", "speaks TLS")
-        };
-        format!(
-            "pod {key} {pod} and this leader {leader}: give every pod of the cluster the same \
-             tls_cert, tls_key and tls_ca (a secured cluster has no 1.x pods)"
-        )
-    })
 }

@@ -71,6 +71,8 @@ enum Msg {
         code: Option<i32>,
         /// How it ended, for the pod log (`exit code 1`, `killed by SIGKILL`).
         how: String,
+        /// The rest of its process group was waited for already (see [`Driver::on_exit`]).
+        group_gone: bool,
     },
     LeaderReply {
         round: u64,
@@ -119,9 +121,6 @@ struct Driver<L> {
     /// `active_round`), not before, so a request queued behind it never slips out for a round
     /// that this very reply ended.
     held: Vec<tokio::sync::OwnedSemaphorePermit>,
-    /// Set from a tear-down until the next spawn: the exit of the process's group leader is
-    /// then reported only once its whole group is gone (or SIGKILLed at the grace).
-    tearing_down: Arc<std::sync::atomic::AtomicBool>,
     shutdown: bool,
     done: bool,
     exit_code: i32,
@@ -138,6 +137,3 @@ struct Logged {
     starts: u64,
     round: u64,
 }
-
-/// The request id of the `off` that ends the agent after SIGTERM.
-const SHUTDOWN_ID: u64 = u64::MAX - 1;

@@ -1,30 +1,28 @@
 //! The pod executor: carries out the pod machine's actions (replies, hooks, the sub-process).
 
 use crate::lifecycle::Lifecycle;
-use ochopod_core::pod::{Hook, PodAction, StepResult};
+use ochopod_core::pod::{Hook, PodAction, Process, StepResult};
 use ochopod_core::ClusterView;
-use ochopod_http::Reply;
 use ochopod_supervisor::{CommandSpec, OutputMode};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-use super::{Driver, Msg, SHUTDOWN_ID};
+use super::{Driver, Msg};
 
 impl<L: Lifecycle> Driver<L> {
     pub(super) fn do_pod(&mut self, action: PodAction) {
         let now = Instant::now();
         match action {
-            PodAction::Reply { id, code, body } => {
-                if id == SHUTDOWN_ID {
-                    // The process is down after SIGTERM: the agent stops.
-                    self.done = true;
-                    return;
-                }
+            PodAction::Reply { id, outcome } => {
                 if let Some(w) = self.waiters.remove(&id) {
-                    let _ = w.send(Reply { code, body });
+                    let _ = w.send(ochopod_http::outcome_reply(outcome));
                 }
+            }
+            PodAction::ShutDown => {
+                // The process is down after SIGTERM: the agent stops.
+                self.done = true;
             }
             PodAction::Hook { hook, view, input } => {
                 let l = Arc::clone(&self.lifecycle);
@@ -62,8 +60,6 @@ impl<L: Lifecycle> Driver<L> {
             }
             PodAction::Terminate => {
                 let Some(pid) = self.pod.pid() else { return };
-                self.tearing_down
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 let l = Arc::clone(&self.lifecycle);
                 tokio::spawn(async move {
                     match l.tear_down(pid).await {
@@ -112,8 +108,6 @@ impl<L: Lifecycle> Driver<L> {
                 OutputMode::Inherit
             },
         };
-        self.tearing_down
-            .store(false, std::sync::atomic::Ordering::Relaxed);
         let mut child = self.reaper.spawn(&spec).map_err(|e| e.to_string())?;
         let pid = child.pid();
         self.logged.starts += 1;
@@ -122,28 +116,59 @@ impl<L: Lifecycle> Driver<L> {
             cmd.program, self.logged.starts
         );
         let tx = self.tx.clone();
-        let tearing_down = Arc::clone(&self.tearing_down);
-        // Bound of the wait for the rest of the group: the pod machine SIGKILLs the group at
-        // the grace (its pid is still current), or, when soft, gives up on it then.
-        let bound = self.settings.process.grace + Duration::from_secs(5);
         tokio::spawn(async move {
             let status = child.wait().await;
-            if tearing_down.load(std::sync::atomic::Ordering::Relaxed) {
-                // The group leader is gone, but the tear-down is over only once the rest of
-                // its group is (a `sh -c 'app; ...'` shell dies at SIGTERM before its app).
+            let _ = tx.send(Msg::Exit {
+                pid,
+                code: status.code(),
+                how: status.to_string(),
+                group_gone: false,
+            });
+        });
+        Ok(pid)
+    }
+
+    /// The process `pid` (the leader of its process group) ended. During a tear-down the
+    /// tear-down is over only once the rest of its group is gone too (a `sh -c 'app; ...'`
+    /// shell dies at SIGTERM before its app): the exit is fed to the pod machine then, or at
+    /// the latest a little after the grace (the machine SIGKILLs the group at the grace while
+    /// the pid is still current, or, when soft, gives up on it then).
+    pub(super) fn on_exit(
+        &mut self,
+        now: Instant,
+        pid: u32,
+        code: Option<i32>,
+        how: String,
+        group_gone: bool,
+    ) {
+        if !group_gone
+            && self.pod.pid() == Some(pid)
+            && self.pod.process() == Process::Terminating
+            && ochopod_supervisor::group_alive(pid)
+        {
+            let tx = self.tx.clone();
+            let bound = self.settings.process.grace + Duration::from_secs(5);
+            tokio::spawn(async move {
                 let deadline = tokio::time::Instant::now() + bound;
                 while ochopod_supervisor::group_alive(pid) && tokio::time::Instant::now() < deadline
                 {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-            }
-            let _ = tx.send(Msg::Exit {
-                pid,
-                code: status.code(),
-                how: status.to_string(),
+                let _ = tx.send(Msg::Exit {
+                    pid,
+                    code,
+                    how,
+                    group_gone: true,
+                });
             });
-        });
-        Ok(pid)
+            return;
+        }
+        if self.pod.process() == Process::Running {
+            warn!("pid {pid} died ({how})");
+        } else {
+            info!("pid {pid} ended ({how})");
+        }
+        self.pod.handle_exit(now, pid, code);
     }
 }
 
