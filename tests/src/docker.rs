@@ -135,6 +135,32 @@ impl Network {
         format!("{}.1", self.prefix)
     }
 
+    /// Another address of this machine on the network's bridge (`<prefix>.<n>`, `n` in 2..=9,
+    /// below every container's): a second "host" the containers reach as they reach the
+    /// gateway, where Docker publishes ports just as well (`-p ADDR:H:C`, served by its proxy).
+    /// For boxes with several hosts (Mesos agents) on one machine. Needs root (`ip addr add`);
+    /// the address goes with the network's bridge.
+    pub fn add_host_address(&self, n: u8) -> Result<String> {
+        if !(2..=9).contains(&n) {
+            return Err(Error::Usage(format!(
+                "add_host_address({n}): take 2..=9 (the gateway is .1, containers .10 up)"
+            )));
+        }
+        let id = docker(&["network", "inspect", "-f", "{{.Id}}", &self.name])?;
+        let bridge = format!("br-{}", id.get(..12).unwrap_or(&id));
+        let addr = format!("{}.{n}", self.prefix);
+        run(Command::new("ip")
+            .args(["addr", "add", &format!("{addr}/32"), "dev", &bridge])
+            .stdin(Stdio::null()))
+        .map_err(|e| {
+            Error::Usage(format!(
+                "adding the host address {addr} to {bridge} failed (the box needs root and \
+                 iproute2's `ip`): {e}"
+            ))
+        })?;
+        Ok(addr)
+    }
+
     /// Starts a detached container on this network at the next free address.
     ///
     /// `name` is suffixed to the network's name (and is the hostname); `opts` are more

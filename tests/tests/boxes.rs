@@ -8,9 +8,11 @@
 //! - Kubernetes: ZooKeeper found through the `zookeeper` Service's endpoints, pods registered
 //!   with their podIP, the Deployment configured and scaled 3 -> 5 -> 2, the manifest's readiness
 //!   path non-200 for a pod that is not configured or is dead.
-//! - Marathon (BRIDGE, host ports published on the Mesos agent's address), plain and `-ec2`:
-//!   pods reach each other on `HOST:<host port>` and render each other's remapped ports; a
-//!   killed container's survivors are reconfigured.
+//! - Marathon (BRIDGE, host ports published on the Mesos agent's address) across two agents
+//!   (hosts), plain and `-ec2`: pods reach each other on `HOST:<host port>` and render each
+//!   other's remapped ports (two tasks on different hosts even share their host ports); a
+//!   killed container's survivors are reconfigured; with `-ec2`, the metadata stand-in tells
+//!   each host its own private ip and instance id.
 //! - Bad input: the shipped binary exits 2 with one error line naming the fix.
 //!
 //! The scenarios run one at a time and share the images (built once per test process).
@@ -434,22 +436,27 @@ fn kubernetes_box_runs_the_web_deployment_and_scales_it() -> Result<()> {
 // ------------------------------------------------------------------------------------------
 // Marathon on Mesos
 
-/// One task of the app: its container, task id and host ports (control, web).
+/// One task of the app: its container, task id, the Mesos agent (host) it runs on and its host
+/// ports (control, web).
 struct Task {
     container: Container,
     task_id: String,
+    host: String,
     ports: Vec<u16>,
 }
 
-/// Starts task `i` of `app` the way Marathon's executor does on the Mesos agent `host` (the box
-/// network's gateway): BRIDGE, each mapping's host port published on the agent's address, the
-/// executor's env, the app's volumes (the agent's `/etc/mesos` from `etc_mesos`).
+/// Starts task `i` of `app` the way Marathon's executor does on the Mesos agent `host` (an
+/// address of this machine on the box network): BRIDGE, each mapping's host port published on
+/// the agent's address (`ports`, or free ones when empty), the executor's env, the app's
+/// volumes (the agent's `/etc/mesos` from `etc_mesos`).
+#[allow(clippy::too_many_arguments)]
 fn start_task(
     net: &Network,
     app: &MarathonApp,
     host: &str,
     etc_mesos: &std::path::Path,
     i: usize,
+    ports: &[u16],
     extra_env: &[(&str, &str)],
     imds: Option<(&Imds, &Instance)>,
 ) -> Result<Task> {
@@ -457,11 +464,14 @@ fn start_task(
         "{}.box{i:04}-c79e-11e8-9d5a-0242ac110004",
         app.id().trim_start_matches('/').replace('/', "_")
     );
-    let ports: Vec<u16> = app
-        .port_mappings()
-        .iter()
-        .map(|_| free_port())
-        .collect::<Result<_>>()?;
+    let ports: Vec<u16> = if ports.is_empty() {
+        app.port_mappings()
+            .iter()
+            .map(|_| free_port())
+            .collect::<Result<_>>()?
+    } else {
+        ports.to_vec()
+    };
     let mut env = app.task_env(&task_id, host, &ports);
     for (k, v) in extra_env {
         env.retain(|(key, _)| key != k);
@@ -500,12 +510,13 @@ fn start_task(
     Ok(Task {
         container,
         task_id,
+        host: host.to_string(),
         ports,
     })
 }
 
 #[test]
-fn marathon_box_remaps_ports_across_the_host_and_survives_a_kill() -> Result<()> {
+fn marathon_box_remaps_ports_across_two_hosts_and_survives_a_kill() -> Result<()> {
     let _one = serial();
     ensure_images()?;
     let app = MarathonApp::web()?;
@@ -514,18 +525,17 @@ fn marathon_box_remaps_ports_across_the_host_and_survives_a_kill() -> Result<()>
         [8080, 9000]
     );
     let net = Network::create("mesos")?;
-    let host = net.gateway();
+    // Two Mesos agents: the box network's gateway and a second address of this machine on the
+    // same bridge. Each publishes its tasks' host ports on its own address, as each agent of a
+    // real cluster does on its own.
+    let hosts = [net.gateway(), net.add_host_address(2)?];
     let zk = net.coordination_zk()?;
-    // The Mesos agent's /etc/mesos: its zk file names the ensemble (with Mesos's chroot).
+    // The Mesos agents' /etc/mesos: its zk file names the ensemble (with Mesos's chroot).
     let etc_mesos = etc_mesos(&format!("zk://{}:2181/mesos", zk.ip()))?;
     let (health_path, health_port) = app.health_check().expect("web.json has a health check");
     let (ready_path, ready_port) = app
         .readiness_check()
         .expect("web.json has a readiness check");
-
-    let mut tasks: Vec<Task> = (1..=3)
-        .map(|i| start_task(&net, &app, &host, etc_mesos.path(), i, &[], None))
-        .collect::<Result<_>>()?;
     let host_port = |t: &Task, container_port: u16| -> u16 {
         let i = app
             .port_mappings()
@@ -534,25 +544,21 @@ fn marathon_box_remaps_ports_across_the_host_and_survives_a_kill() -> Result<()>
             .expect("a mapped port");
         t.ports[i]
     };
-    let check = |tasks: &[Task]| -> Result<()> {
-        // Everything through HOST:<host port>, as another host would see the pods.
-        let addrs: Vec<(String, String)> = tasks
-            .iter()
-            .map(|t| {
-                (
-                    format!("{host}:{}", host_port(t, 8080)),
-                    format!("http://{host}:{}/members.txt", host_port(t, 9000)),
-                )
-            })
-            .collect();
+    let control = |t: &Task| format!("{}:{}", t.host, host_port(t, 8080));
+    let members = |t: &Task| format!("http://{}:{}/members.txt", t.host, host_port(t, 9000));
+    // Everything through HOST:<host port>, as another host would see the pods; `node` and
+    // `ip` are the given values (HOST, or what the metadata says of the task's host).
+    let check = |tasks: &[Task], node_and_ip: &dyn Fn(&Task) -> (String, String)| -> Result<()> {
+        let addrs: Vec<(String, String)> = tasks.iter().map(|t| (control(t), members(t))).collect();
         let want: BTreeSet<String> = tasks
             .iter()
             .map(|t| {
+                let (node, ip) = node_and_ip(t);
                 member_line(
-                    &host,
+                    &ip,
                     host_port(t, 9000),
                     host_port(t, 8080),
-                    &host,
+                    &node,
                     &t.task_id,
                 )
             })
@@ -560,108 +566,121 @@ fn marathon_box_remaps_ports_across_the_host_and_survives_a_kill() -> Result<()>
         let refs: Vec<&Container> = tasks.iter().map(|t| &t.container).collect();
         wait_views(&addrs, &want).map_err(|e| with_logs(e, &refs))?;
         for t in tasks {
-            let info = info_at(&format!("{host}:{}", host_port(t, 8080))).map_err(Error::Usage)?;
+            let info = info_at(&control(t)).map_err(Error::Usage)?;
             let r = &info.registration;
             assert_eq!(r.application, app.id().trim_start_matches('/'));
             assert_eq!(r.task, t.task_id);
+            assert_eq!((r.node.clone(), r.ip.clone()), node_and_ip(t));
             assert_eq!(
                 info.registration.zk,
                 format!("{}:2181", zk.ip()),
                 "from the agent's /etc/mesos/zk"
             );
-            assert_eq!(
-                http_status(&format!(
-                    "http://{host}:{}{health_path}",
-                    host_port(t, health_port)
-                ))?,
-                200
-            );
-            assert_eq!(
-                http_status(&format!(
-                    "http://{host}:{}{ready_path}",
-                    host_port(t, ready_port)
-                ))?,
-                200
-            );
+            for (path, port) in [(&health_path, health_port), (&ready_path, ready_port)] {
+                let url = format!("http://{}:{}{path}", t.host, host_port(t, port));
+                assert_eq!(http_status(&url)?, 200, "{url}");
+            }
         }
-        // A pod reaches another one on HOST:<its host port>, from inside its container.
-        if let [a, b, ..] = tasks {
-            let url = format!("http://{host}:{}/members.txt", host_port(b, 9000));
-            let got = a.container.exec(&[
-                "python3",
-                "-c",
-                &format!("import urllib.request; print(urllib.request.urlopen('{url}', timeout=5).read().decode())"),
-            ])?;
-            assert!(got.contains(&a.task_id), "{got}");
+        // A pod reaches every pod of the other host on HOST:<its host port>, from inside its
+        // container, and finds itself in that pod's view.
+        for a in tasks {
+            for b in tasks.iter().filter(|b| b.host != a.host) {
+                let url = members(b);
+                let got = a.container.exec(&[
+                    "python3",
+                    "-c",
+                    &format!("import urllib.request; print(urllib.request.urlopen('{url}', timeout=5).read().decode())"),
+                ])?;
+                assert!(got.contains(&a.task_id), "{} read {url}: {got}", a.task_id);
+            }
         }
         Ok(())
     };
-    check(&tasks)?;
+
+    // Task 1 on the first host and task 2 on the second get the same host ports: only HOST
+    // tells them apart. Task 3 runs on the second host too.
+    let shared: Vec<u16> = app
+        .port_mappings()
+        .iter()
+        .map(|_| free_port())
+        .collect::<Result<_>>()?;
+    let placement: [(usize, &str, &[u16]); 3] = [
+        (1, &hosts[0], &shared),
+        (2, &hosts[1], &shared),
+        (3, &hosts[1], &[]),
+    ];
+    let mut tasks: Vec<Task> = placement
+        .iter()
+        .map(|(i, host, ports)| {
+            start_task(&net, &app, host, etc_mesos.path(), *i, ports, &[], None)
+        })
+        .collect::<Result<_>>()?;
+    let plain = |t: &Task| (t.host.clone(), t.host.clone());
+    check(&tasks, &plain)?;
     for t in &tasks {
-        let info = info_at(&format!("{host}:{}", host_port(t, 8080))).map_err(Error::Usage)?;
+        let info = info_at(&control(t)).map_err(Error::Usage)?;
         assert_eq!(info.registration.binding, "marathon");
-        assert_eq!(info.registration.ip, host, "ip = HOST");
     }
 
-    // A container dies: the survivors are reconfigured without it.
+    // A container dies (task 2, on the second host): the survivors, one on each host, are
+    // reconfigured without it.
     tasks.remove(1).container.kill()?;
-    check(&tasks)?;
+    check(&tasks, &plain)?;
 
-    // marathon-ec2 on the same agent: ip, public ip and node from the instance metadata.
-    let imds = Imds::start(&host)?;
-    let instance = Instance {
-        private_ip: host.clone(),
-        public_ip: Some(net.spare_ip()),
-        instance_id: "i-0b0x5eed0000c0de1".to_string(),
-    };
+    // marathon-ec2 on both agents: ip, public ip and node from the instance metadata, which
+    // answers each host (by its containers' addresses) with its own instance.
+    let imds = Imds::start(&hosts[0])?;
+    let instances = [
+        Instance {
+            private_ip: hosts[0].clone(),
+            public_ip: Some(net.spare_ip()),
+            instance_id: "i-0b0x5eed0000c0de1".to_string(),
+        },
+        Instance {
+            private_ip: hosts[1].clone(),
+            public_ip: None,
+            instance_id: "i-0b0x5eed0000c0de2".to_string(),
+        },
+    ];
     let endpoint = imds.endpoint();
     let ec2_env = [
         ("ochopod_binding", "marathon-ec2"),
         ("ochopod_cluster", "web-ec2"),
         ("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint.as_str()),
     ];
-    let ec2: Vec<Task> = (11..=12)
-        .map(|i| {
+    let ec2: Vec<Task> = [(11, 0), (12, 1)]
+        .iter()
+        .map(|&(i, h)| {
             start_task(
                 &net,
                 &app,
-                &host,
+                &hosts[h],
                 etc_mesos.path(),
                 i,
+                &[],
                 &ec2_env,
-                Some((&imds, &instance)),
+                Some((&imds, &instances[h])),
             )
         })
         .collect::<Result<_>>()?;
-    let addrs: Vec<(String, String)> = ec2
-        .iter()
-        .map(|t| {
-            (
-                format!("{host}:{}", host_port(t, 8080)),
-                format!("http://{host}:{}/members.txt", host_port(t, 9000)),
-            )
-        })
-        .collect();
-    let want: BTreeSet<String> = ec2
-        .iter()
-        .map(|t| {
-            member_line(
-                &instance.private_ip,
-                host_port(t, 9000),
-                host_port(t, 8080),
-                &instance.instance_id,
-                &t.task_id,
-            )
-        })
-        .collect();
-    let refs: Vec<&Container> = ec2.iter().map(|t| &t.container).collect();
-    wait_views(&addrs, &want).map_err(|e| with_logs(e, &refs))?;
+    let instance_of = |t: &Task| {
+        instances
+            .iter()
+            .find(|i| i.private_ip == t.host)
+            .expect("every host has an instance")
+    };
+    check(&ec2, &|t: &Task| {
+        let i = instance_of(t);
+        (i.instance_id.clone(), i.private_ip.clone())
+    })?;
     for t in &ec2 {
-        let info = info_at(&format!("{host}:{}", host_port(t, 8080))).map_err(Error::Usage)?;
+        let info = info_at(&control(t)).map_err(Error::Usage)?;
         let r = &info.registration;
         assert_eq!(r.binding, "marathon-ec2");
-        assert_eq!(r.public, net.spare_ip());
-        assert_eq!(r.node, instance.instance_id);
+        assert_eq!(
+            r.public,
+            instance_of(t).public_ip.clone().unwrap_or_default()
+        );
         // IMDSv2: a session token first, then the reads with it, from this container.
         let seen: Vec<_> = imds
             .seen()
@@ -748,7 +767,7 @@ fn bad_platform_input_exits_2_with_one_line_naming_the_fix() -> Result<()> {
     let no_endpoints = start_kube_pod((&net, &api, &dep, &gateway), 3, &[], &[], true)?;
 
     let bad_zk = etc_mesos("zookeeper-1:2181")?;
-    let malformed = start_task(&net, &app, &gateway, bad_zk.path(), 4, &[], None)?;
+    let malformed = start_task(&net, &app, &gateway, bad_zk.path(), 4, &[], &[], None)?;
     let good_zk = etc_mesos(&format!("zk://{}:2181/mesos", net.spare_ip()))?;
     // Nothing listens at this address of the box network: the metadata service is unreachable.
     let nowhere = format!("http://{}:80", net.spare_ip());
@@ -758,6 +777,7 @@ fn bad_platform_input_exits_2_with_one_line_naming_the_fix() -> Result<()> {
         &gateway,
         good_zk.path(),
         5,
+        &[],
         &[
             ("ochopod_binding", "marathon-ec2"),
             ("AWS_EC2_METADATA_SERVICE_ENDPOINT", nowhere.as_str()),
