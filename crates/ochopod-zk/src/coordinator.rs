@@ -690,6 +690,13 @@ impl Actor {
                     }
                 }
                 if matches!(sess.role, Role::Leading(_)) {
+                    // The client library does not register persistent watches again on the new
+                    // connection (zookeeper-client 0.11 sends them in no SetWatches request):
+                    // without this the leader never hears of a membership change again.
+                    if let Err(e) = self.rearm_watches(sess).await {
+                        self.depose(sess, format!("cannot watch the cluster again: {e}"))
+                            .await;
+                    }
                     // Persistent watches may miss events across a reconnection
                     // (ZOOKEEPER-4698): read everything once again, before the leader hears it
                     // is connected and may start a round.
@@ -1048,6 +1055,43 @@ impl Actor {
             self.emit(ZkEvent::Unreadable(unreadable)).await;
         }
         Ok(leader)
+    }
+
+    /// Sets every persistent watch of the leader again (on the connection the session has now),
+    /// then drops the old watchers: the library keeps the path watched on the server while a
+    /// watcher of the same mode remains, so nothing is unwatched in between.
+    async fn rearm_watches(&mut self, sess: &mut Sess) -> Result<(), Error> {
+        let Role::Leading(leader) = &mut sess.role else {
+            return Ok(());
+        };
+        let tags: Vec<Tag> = leader.tasks.keys().cloned().collect();
+        for tag in tags {
+            let (path, mode) = match &tag {
+                Tag::Pods => (
+                    format!("{}/pods", self.p),
+                    AddWatchMode::PersistentRecursive,
+                ),
+                Tag::Pause => (format!("{}/pause", self.p), AddWatchMode::Persistent),
+                Tag::Clusters => (ROOT.to_string(), AddWatchMode::Persistent),
+                Tag::DepPods(c) => (
+                    format!("{}/pods", cluster_path(c)),
+                    AddWatchMode::Persistent,
+                ),
+                Tag::DepSnapshot(c) => (
+                    format!("{}/snapshot", cluster_path(c)),
+                    AddWatchMode::Persistent,
+                ),
+                // One-shot watches: the library sets them again itself.
+                Tag::OwnNode(_) | Tag::Lock(_) => continue,
+            };
+            let task =
+                watch_persistent_mode(&sess.client, &path, mode, tag.clone(), sess.wtx.clone())
+                    .await?;
+            if let Some(old) = leader.tasks.insert(tag, task) {
+                old.abort();
+            }
+        }
+        Ok(())
     }
 
     /// Reads again the unreadable registrations whose retry is due.

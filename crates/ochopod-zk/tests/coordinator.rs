@@ -480,6 +480,97 @@ async fn session_expiry_registers_again_with_the_same_key_and_seq() {
     dir.close().await;
 }
 
+/// A leader whose connection drops and comes back (the same session, on a new connection, as
+/// after a ZooKeeper member restarts or a short partition) still hears every later change: its
+/// persistent watches (the cluster's pods, the dependencies, the clusters list) are set again on
+/// the new connection. Found by scripts/chaos.sh: the leader read the cluster once on reconnection
+/// and then never saw a membership change again, so a pod that joined later stayed unconfigured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_keeps_its_watches_across_a_reconnection() {
+    let zk = Zk::start().await;
+    let proxy = Proxy::start(zk.port).await;
+    let ns = namespace();
+    let dep = format!("{ns}.dep");
+    let late = format!("{ns}.late");
+    // A dependency with a pod before the leader starts.
+    let mut d = Pod::start(zk.settings(), &ns, "dep", None, &[]);
+    d.registered().await;
+    // A session long enough to survive the cut: this is a reconnection, not an expiry.
+    let mut a = Pod::start(
+        ZkSettings::new(proxy.addr(), std::time::Duration::from_secs(30)),
+        &ns,
+        "db",
+        None,
+        &["dep", "late"],
+    );
+    match a.elected().await {
+        ZkEvent::Elected {
+            members: pods,
+            dependencies,
+            ..
+        } => {
+            assert_eq!(
+                pods.keys().cloned().collect::<Vec<_>>(),
+                vec![a.key.clone()]
+            );
+            assert_eq!(dependencies.len(), 1, "{dependencies:?}");
+            assert!(dependencies[0].has_pods, "{dependencies:?}");
+        }
+        _ => unreachable!(),
+    }
+
+    proxy.block(true);
+    a.expect("disconnected", |e| {
+        e == &ZkEvent::Session(SessionState::Disconnected)
+    })
+    .await;
+    proxy.block(false);
+    // Connected is told once the leader has read everything again.
+    a.expect("reconnected", |e| {
+        e == &ZkEvent::Session(SessionState::Connected)
+    })
+    .await;
+    assert!(
+        !a.seen.iter().any(|e| matches!(
+            e,
+            ZkEvent::Deposed { .. } | ZkEvent::Session(SessionState::Expired)
+        )),
+        "the session must survive the cut: {:#?}",
+        a.seen
+    );
+
+    // Every watch, after the reconnection. The cluster's pods: a pod joins.
+    let mut b = Pod::start(zk.settings(), &ns, "db", None, &[]);
+    b.registered().await;
+    let want = sorted(vec![a.key.clone(), b.key.clone()]);
+    a.expect("the new member", |e| {
+        matches!(e, ZkEvent::Members(_)) && sorted(members(e)) == want
+    })
+    .await;
+    // The clusters list: a dependency cluster appears.
+    let mut l = Pod::start(zk.settings(), &ns, "late", None, &[]);
+    l.registered().await;
+    a.expect("the late dependency", |e| {
+        matches!(dependency(e, &late), Some((_, true)))
+    })
+    .await;
+    // A dependency's pods: its only pod leaves.
+    d.leave().await;
+    a.expect("the dependency emptied", |e| {
+        matches!(dependency(e, &dep), Some((_, false)))
+    })
+    .await;
+    // The cluster's pods again: the new member leaves.
+    b.leave().await;
+    let alone = vec![a.key.clone()];
+    a.expect("the member gone", |e| {
+        matches!(e, ZkEvent::Members(_)) && members(e) == alone
+    })
+    .await;
+    l.leave().await;
+    a.leave().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_and_malformed_pods_are_skipped() {
     let zk = Zk::start().await;
