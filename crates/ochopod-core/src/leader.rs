@@ -742,6 +742,15 @@ impl Leader {
             // Back to the committed value before the damper ran out: nothing restarts.
             (Phase::Pending { .. }, false) | (Phase::Backoff { .. }, false) => {
                 self.phase = Phase::Clean;
+                if self.baseline.is_none() {
+                    // A leader elected while a pod was briefly gone (its hash differed then)
+                    // has not written the ephemeral snapshot yet: the cluster is as committed
+                    // again, so restore it now, as on an election with a matching hash.
+                    self.actions.push_back(LeaderAction::WriteSnapshot {
+                        snapshot: self.live_members(),
+                    });
+                    self.baseline = Some((self.live_members(), self.dependency_views()));
+                }
                 self.failures = 0;
                 self.last_failure = None;
                 if self.next_probe.is_none() {

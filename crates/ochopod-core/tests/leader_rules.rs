@@ -450,6 +450,36 @@ fn a_new_leader_whose_hash_matches_rewrites_the_snapshot_and_runs_no_round() {
     }
 }
 
+/// Found by scripts/chaos.sh: the old leader was cut off, so its session (and its ephemeral
+/// snapshot) expired; the new leader was elected while that pod's node was gone, and the pod came
+/// back (same key and registration) before the damper ran out. The cluster was as committed
+/// again, so no round ran, and the new leader must still write the snapshot it never wrote, or
+/// the cluster keeps no `snapshot` until its next change.
+#[test]
+fn a_new_leader_whose_hash_comes_back_before_the_damper_rewrites_the_snapshot() {
+    let members = pods(&["pod-a", "pod-b"]);
+    let mut s = LeaderSim::new(model(2.0));
+    // Elected while pod-b's node is gone: the hash differs, a round is pending.
+    s.elected(Some(hash_of(&members)), pods(&["pod-a"]));
+    let writes = |s: &LeaderSim| -> Vec<Pods> {
+        s.log
+            .iter()
+            .filter_map(|(_, a)| match a {
+                LeaderAction::WriteSnapshot { snapshot } => Some(snapshot.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(writes(&s).is_empty(), "nothing to restore yet");
+    s.run_until(1.0);
+    // pod-b registers again (same key and registration) before the damper runs out.
+    s.members(members.clone());
+    s.run_until(60.0);
+    assert_eq!(writes(&s), vec![members.clone()]);
+    assert!(s.controls().is_empty(), "no round: {:?}", s.controls());
+    assert_eq!(s.leader.state(), "leader");
+}
+
 #[test]
 fn a_disconnected_session_starts_no_round_and_aborts_the_one_under_way() {
     let settings = ModelSettings {
