@@ -34,8 +34,10 @@ pub(crate) struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// The pod spec of every benchmarked agent: a trivial process, one template, damper 0.
-    fn spec(&self, cluster: &str) -> String {
+    /// The pod spec of every benchmarked agent: a trivial process, one template, damper 0;
+    /// `session_timeout` overrides the configured one, `depends_on` lists clusters.
+    fn spec(&self, cluster: &str, session_timeout: Option<f64>, depends_on: &[String]) -> String {
+        let deps: Vec<String> = depends_on.iter().map(|d| format!("{d:?}")).collect();
         format!(
             r#"[pod]
 namespace = "bench"
@@ -50,6 +52,7 @@ session_timeout = {st}
 [model]
 damper = 0.0
 control_timeout = 10.0
+depends_on = [{deps}]
 
 [process]
 argv = ["sleep", "1000000"]
@@ -60,14 +63,30 @@ check_every = 60.0
 source = "members.txt.j2"
 target = "members.txt"
 "#,
-            st = self.session_timeout
+            st = session_timeout.unwrap_or(self.session_timeout),
+            deps = deps.join(", ")
         )
     }
 
     /// Starts one agent of `cluster` in `dir` with control port `port`.
     pub(crate) fn spawn(&self, cluster: &str, dir: &Path, port: u16) -> Result<Agent> {
+        self.spawn_with(cluster, dir, port, None, &[])
+    }
+
+    /// [`AgentConfig::spawn`] with its own session timeout and dependencies.
+    pub(crate) fn spawn_with(
+        &self,
+        cluster: &str,
+        dir: &Path,
+        port: u16,
+        session_timeout: Option<f64>,
+        depends_on: &[String],
+    ) -> Result<Agent> {
         std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("pod.toml"), self.spec(cluster))?;
+        std::fs::write(
+            dir.join("pod.toml"),
+            self.spec(cluster, session_timeout, depends_on),
+        )?;
         std::fs::write(dir.join("members.txt.j2"), TEMPLATE)?;
         let log = std::fs::File::create(dir.join("agent.log"))?;
         let spawned_ms = unix_ms();
@@ -108,6 +127,11 @@ pub(crate) struct Agent {
 impl Agent {
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the agent process is still running (not exited, not reaped).
+    pub(crate) fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub(crate) fn signal(&self, sig: Signal) {
@@ -242,6 +266,8 @@ pub(crate) struct InfoView {
     pub(crate) state: String,
     pub(crate) process: String,
     pub(crate) pid: Option<u32>,
+    /// The ZooKeeper session as the agent sees it (`connected`, `disconnected`, ...).
+    pub(crate) zk: String,
     /// The last round: (started_ms, duration_ms, outcome, number of answers).
     pub(crate) round: Option<(f64, f64, String, usize)>,
 }
@@ -260,6 +286,7 @@ impl InfoView {
             state: v["state"].as_str().unwrap_or("").to_string(),
             process: v["process"].as_str().unwrap_or("").to_string(),
             pid: v["pid"].as_u64().map(|p| p as u32),
+            zk: v["zk"].as_str().unwrap_or("").to_string(),
             round,
         }
     }
@@ -284,13 +311,14 @@ mod tests {
     #[test]
     fn info_fields_are_read_from_json() {
         let v = serde_json::json!({
-            "state": "leader", "process": "running", "pid": 42,
+            "state": "leader", "process": "running", "pid": 42, "zk": "connected",
             "last_round": {"started_ms": 1000, "duration_ms": 12, "outcome": "ok",
                            "answers": {"a": "on 200", "b": "on 200"}}
         });
         let i = InfoView::from_json(&v);
         assert!(i.leads() && i.clean_leader());
         assert_eq!(i.pid, Some(42));
+        assert_eq!(i.zk, "connected");
         assert_eq!(i.round, Some((1000.0, 12.0, "ok".into(), 2)));
         let f = InfoView::from_json(&serde_json::json!({"state": "follower", "last_round": null}));
         assert!(!f.leads() && f.round.is_none());

@@ -19,8 +19,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Sections of the harness, in the order they run.
-const SECTIONS: [&str; 8] = [
-    "startup", "idle", "info", "reconfig", "crash", "failover", "big", "sim",
+const SECTIONS: [&str; 9] = [
+    "startup", "idle", "info", "reconfig", "crash", "failover", "big", "sim", "scale",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -69,8 +69,31 @@ pub(crate) struct Args {
     /// leader), `http` is ochopod-http's server (parses every body, as a real pod does).
     #[arg(long, value_enum, default_value_t = sim::SimServer::Raw)]
     pub(crate) sim_server: sim::SimServer,
+    /// Real agents of the scale scenario (section 8), spread round-robin over
+    /// --scale-clusters clusters.
+    #[arg(long, default_value_t = 300)]
+    pub(crate) scale_agents: usize,
+    /// Clusters of the scale scenario: the first third depends on nothing, each later cluster
+    /// on the one a third before it.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) scale_clusters: usize,
+    /// The scale agents' ZooKeeper session timeout in seconds (the short ZooKeeper restart must
+    /// fit in it; the long one lasts 7/5 of it plus 2 s, past the clients' own expiry).
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) scale_session_timeout: f64,
+    /// The scale scenario's idle window, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) scale_idle_secs: u64,
+    /// Runs of the whole scale scenario (fresh clusters each time).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) scale_runs: usize,
+    /// First host port of the scale agents' control ports (taken ports are skipped); keep the
+    /// range below the kernel's ephemeral ports (ip_local_port_range).
+    #[arg(long, default_value_t = 20000)]
+    pub(crate) scale_base_port: u16,
     /// Only these sections (comma separated): startup, idle, info, reconfig, crash, failover,
-    /// big, sim.
+    /// big, sim, scale. `scale` (hundreds of agents, two ZooKeeper restarts, ~5 minutes per
+    /// run) runs only when named here.
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<String>,
     /// Where to write the JSON report (default: WORK/results.json).
@@ -79,8 +102,9 @@ pub(crate) struct Args {
 }
 
 impl Args {
+    /// Whether `section` runs: every section but `scale` runs when `--only` is absent.
     pub(crate) fn wants(&self, section: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|s| s == section)
+        (self.only.is_empty() && section != "scale") || self.only.iter().any(|s| s == section)
     }
 }
 

@@ -1,5 +1,7 @@
 //! The cluster-level measurements (BENCHMARKS.md), one method per section.
 
+mod scale;
+
 use crate::agent::{free_port, unix_ms, Agent, AgentConfig, InfoView};
 use crate::sim::{self, SimFleet};
 use crate::stats::Report;
@@ -87,6 +89,9 @@ impl Bench {
         }
         if self.args.wants("sim") {
             self.simulated().await.context("simulated pods")?;
+        }
+        if self.args.wants("scale") {
+            self.scale().await.context("scale")?;
         }
         Ok(())
     }

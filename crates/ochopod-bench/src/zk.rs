@@ -13,6 +13,7 @@ pub(crate) struct ZkServer {
     script: PathBuf,
     dir: PathBuf,
     pub(crate) port: u16,
+    tick_ms: u64,
 }
 
 impl ZkServer {
@@ -42,7 +43,45 @@ impl ZkServer {
             script: script.to_path_buf(),
             dir: dir.to_path_buf(),
             port,
+            tick_ms,
         })
+    }
+
+    /// Stops the server (SIGTERM, SIGKILL after 10 s); its data stays, so [`ZkServer::restart`]
+    /// brings back every node and every session (each with a fresh timeout).
+    pub(crate) fn stop(&self) -> Result<()> {
+        let status = Command::new("bash")
+            .arg(&self.script)
+            .arg("stop")
+            .arg(&self.dir)
+            .status()
+            .with_context(|| format!("cannot run {}", self.script.display()))?;
+        if !status.success() {
+            bail!("{} stop failed ({status})", self.script.display());
+        }
+        Ok(())
+    }
+
+    /// Starts the stopped server again on the same port with the same data; returns once it
+    /// serves requests.
+    pub(crate) fn restart(&self) -> Result<()> {
+        let out = Command::new("bash")
+            .arg(&self.script)
+            .arg("start")
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .arg(self.tick_ms.to_string())
+            .output()
+            .with_context(|| format!("cannot run {}", self.script.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{} start on port {} failed (is the port taken?): {}",
+                self.script.display(),
+                self.port,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     pub(crate) fn addr(&self) -> String {
@@ -51,12 +90,16 @@ impl ZkServer {
 
     /// `mntr` as a map.
     pub(crate) fn mntr(&self) -> Result<BTreeMap<String, String>> {
-        let text = four_letter(self.port, "mntr")?;
-        Ok(text
-            .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect())
+        mntr_of(self.port)
+    }
+
+    /// The server's process id (from `zk.sh`'s pid file), while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("zk.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// `cons`: one entry per client connection that has a session.
@@ -84,6 +127,16 @@ pub(crate) struct Conn {
     pub(crate) recved: u64,
     /// The last client xid: pings do not advance it, every other request does.
     pub(crate) lcxid: i64,
+}
+
+/// `mntr` of the server on `port`, as a map.
+pub(crate) fn mntr_of(port: u16) -> Result<BTreeMap<String, String>> {
+    let text = four_letter(port, "mntr")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect())
 }
 
 fn four_letter(port: u16, cmd: &str) -> Result<String> {
