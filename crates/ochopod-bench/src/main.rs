@@ -79,7 +79,7 @@ pub(crate) struct Args {
     pub(crate) scale_clusters: usize,
     /// The scale agents' ZooKeeper session timeout in seconds (the short ZooKeeper restart must
     /// fit in it; the long one lasts 7/5 of it plus 2 s, past the clients' own expiry).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 20.0)]
     pub(crate) scale_session_timeout: f64,
     /// The scale scenario's idle window, in seconds.
     #[arg(long, default_value_t = 30)]
@@ -151,6 +151,9 @@ async fn run(args: Args) -> Result<()> {
             bin.display()
         );
     }
+    // The agents run in their own folders: a relative path would point elsewhere there.
+    let bin = std::fs::canonicalize(&bin)
+        .with_context(|| format!("cannot resolve the agent binary {}", bin.display()))?;
     let work = match &args.work {
         Some(w) => w.clone(),
         None => std::env::temp_dir().join(format!("ochopod-bench-{}", std::process::id())),

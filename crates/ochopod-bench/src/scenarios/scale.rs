@@ -222,10 +222,17 @@ impl Bench {
             .await
     }
 
-    /// Per cluster: the end (ms) of the round that configured it, when it is configured: every
-    /// pod answers, runs its process and is connected to ZooKeeper, and exactly one clean
-    /// leader's last round succeeded with every pod and started after `since_ms`.
-    fn configured(fleet: &Fleet, infos: &[Option<InfoView>], since_ms: f64) -> Vec<Option<f64>> {
+    /// Per cluster, when it is configured: every pod answers, runs its process and is connected
+    /// to ZooKeeper, and exactly one leader is clean (nothing pending). Its time is the end of
+    /// the leader's last round when that round started after `since_ms` (it must have succeeded
+    /// with every pod), else `at_ms`: a new leader that finds the committed configuration equal
+    /// to the cluster runs no round at all.
+    fn configured(
+        fleet: &Fleet,
+        infos: &[Option<InfoView>],
+        since_ms: f64,
+        at_ms: f64,
+    ) -> Vec<Option<f64>> {
         let mut out = vec![None; fleet.clusters.len()];
         for (k, slot) in out.iter_mut().enumerate() {
             let members: Vec<&Option<InfoView>> = infos
@@ -245,10 +252,13 @@ impl Bench {
             if !ready || leaders.len() != 1 || !leaders[0].clean_leader() {
                 continue;
             }
-            if let Some((started, duration, outcome, answers)) = &leaders[0].round {
-                if outcome == "ok" && *answers == fleet.sizes[k] && *started >= since_ms {
-                    *slot = Some(started + duration);
+            match &leaders[0].round {
+                Some((started, duration, outcome, answers)) if *started >= since_ms => {
+                    if outcome == "ok" && *answers == fleet.sizes[k] {
+                        *slot = Some(started + duration);
+                    }
                 }
+                _ => *slot = Some(at_ms),
             }
         }
         out
@@ -266,15 +276,27 @@ impl Bench {
         let deadline = Instant::now() + timeout;
         let mut previous: Option<Vec<Option<f64>>> = None;
         loop {
+            let at_ms = unix_ms();
             let infos = self.poll(fleet).await;
             for (a, i) in fleet.agents.iter_mut().zip(&infos) {
                 if let Some(pid) = i.as_ref().and_then(|i| i.pid) {
                     a.sub_pid = Some(pid);
                 }
             }
-            let now = Self::configured(fleet, &infos, since_ms);
-            if now.iter().all(Option::is_some) && previous.as_ref() == Some(&now) {
-                return Ok((now.into_iter().flatten().collect(), infos));
+            let now = Self::configured(fleet, &infos, since_ms, at_ms);
+            // Two polls in a row agree (a cluster seen without a round keeps its first time).
+            if let Some(prev) = &previous {
+                let same = now.iter().zip(prev).all(|(n, p)| match (n, p) {
+                    (Some(n), Some(p)) => n == p || (*n >= at_ms && *p < at_ms),
+                    _ => false,
+                });
+                if same {
+                    let ends = now.iter().zip(prev).map(|(n, p)| {
+                        let (n, p) = (n.unwrap_or(0.0), p.unwrap_or(0.0));
+                        if n >= at_ms { p } else { n }
+                    });
+                    return Ok((ends.collect(), infos));
+                }
             }
             if Instant::now() >= deadline {
                 let missing: Vec<String> = now
