@@ -6,6 +6,8 @@
 #
 #   scripts/bench.sh                       all three (about 15 minutes on 2 cores)
 #   scripts/bench.sh --only reconfig,sim   harness arguments are passed on (ochopod-bench --help)
+#   BENCH_SKIP_CRITERION=1 BENCH_SKIP_GUARD=1 scripts/bench.sh --only scale   300 agents, 30 clusters,
+#                                          two ZooKeeper restarts (never in a default run)
 #   BENCH_SKIP_CRITERION=1 BENCH_SKIP_GUARD=1 scripts/bench.sh   the harness only
 #
 # The harness's table is printed and its JSON written to $BENCH_JSON (default
