@@ -293,7 +293,11 @@ impl Bench {
                 if same {
                     let ends = now.iter().zip(prev).map(|(n, p)| {
                         let (n, p) = (n.unwrap_or(0.0), p.unwrap_or(0.0));
-                        if n >= at_ms { p } else { n }
+                        if n >= at_ms {
+                            p
+                        } else {
+                            n
+                        }
                     });
                     return Ok((ends.collect(), infos));
                 }
