@@ -51,10 +51,16 @@
 //! 127.0.0.1:2181 unless told otherwise. The cluster name has no default.
 #![warn(missing_docs)]
 
+mod clock;
 pub mod lifecycle;
 mod metrics;
 pub mod plan;
 mod runtime;
+/// The driver with its IO scripted, for this crate's own tests: not an API, no stability.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::runtime::{start_scripted, PodClient, Scripted};
+}
 pub mod spec;
 pub mod spec_pod;
 mod state;

@@ -23,7 +23,7 @@ pub struct SpecLifecycle {
     env: BTreeMap<String, String>,
     timeout: Duration,
     /// `probe_http` and `probe_tcp` as rendered by the last `configure` (they are templates).
-    probes: std::sync::Mutex<(Option<String>, Option<String>)>,
+    probes: tokio::sync::Mutex<(Option<String>, Option<String>)>,
 }
 
 impl SpecLifecycle {
@@ -35,7 +35,7 @@ impl SpecLifecycle {
             reaper,
             env,
             timeout,
-            probes: std::sync::Mutex::new((None, None)),
+            probes: tokio::sync::Mutex::new((None, None)),
         }
     }
 
@@ -209,7 +209,7 @@ impl Lifecycle for SpecLifecycle {
             render_opt("probe_http", &p.probe_http)?,
             render_opt("probe_tcp", &p.probe_tcp)?,
         );
-        *self.probes.lock().expect("probes lock") = probes;
+        *self.probes.lock().await = probes;
         Ok(ProcessCommand {
             program,
             cwd: Some(
@@ -250,7 +250,7 @@ impl Lifecycle for SpecLifecycle {
                 .ok()
                 .filter(Value::is_object));
         }
-        let (http, tcp) = self.probes.lock().expect("probes lock").clone();
+        let (http, tcp) = self.probes.lock().await.clone();
         if let Some(url) = http.as_deref() {
             probe_http(url, self.timeout).await?;
         }

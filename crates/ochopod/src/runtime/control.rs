@@ -8,7 +8,6 @@ use ochopod_http::{ControlRequest, ExecRequest, Handler, Reply};
 use ochopod_supervisor::PodLog;
 use serde_json::{json, Value};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Msg;
@@ -56,7 +55,7 @@ impl<L: Lifecycle> Handler for ControlHandler<L> {
 
     fn control(&self, req: ControlRequest) -> BoxFuture<'static, Reply> {
         let (tx, rx) = oneshot::channel();
-        let now = Instant::now();
+        let now = crate::clock::now();
         let deadline = req.timeout.map(|t| now + t);
         let pod_req = PodRequest {
             id: 0,

@@ -9,14 +9,16 @@ use ochopod_supervisor::{PodLog, Reaper};
 use ochopod_zk::{Coordinator, SessionState, ZkCommand, ZkEvent};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::control::{ControlHandler, Shared};
-use super::{BodyCache, Driver, Logged, Msg, RuntimeSettings};
+use super::{BodyCache, Driver, Logged, Msg, PodClient, RuntimeSettings};
 use crate::metrics::Metrics;
+use ochopod_core::DependencyPattern;
 
 /// Runs the pod until it is told to stop; returns the agent's exit code.
 pub(crate) async fn run<L: Lifecycle>(
@@ -33,7 +35,7 @@ pub(crate) async fn run<L: Lifecycle>(
             &settings.registration.namespace,
         )
         .map_err(|e| crate::Error::Settings(e.to_string()))?;
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             info_value: RwLock::new(Value::Null),
             ready: std::sync::atomic::AtomicBool::new(false),
@@ -105,10 +107,11 @@ pub(crate) async fn run<L: Lifecycle>(
         });
 
         // Agent signals: SIGTERM/SIGINT leave the cluster then stop; others go to the process.
-        let mut signals = ochopod_supervisor::agent_signals()
-            .map_err(|e| crate::Error::Settings(format!("cannot install signal handlers: {e}")))?;
+        // A failure here is the system's, not the settings': it keeps its cause and its class.
+        let mut signals = ochopod_supervisor::agent_signals()?;
         let stx = tx.clone();
-        let forward_pid = Arc::new(Mutex::new(None::<u32>));
+        // The process to forward signals to (0: none), set by the loop after every batch.
+        let forward_pid = Arc::new(AtomicU32::new(0));
         let fp = Arc::clone(&forward_pid);
         tokio::spawn(async move {
             while let Some(sig) = signals.recv().await {
@@ -117,7 +120,8 @@ pub(crate) async fn run<L: Lifecycle>(
                         let _ = stx.send(Msg::Shutdown);
                     }
                     ochopod_supervisor::AgentSignal::Forward(s) => {
-                        if let Some(pid) = *fp.lock().expect("pid lock") {
+                        let pid = fp.load(Ordering::Relaxed);
+                        if pid != 0 {
                             let _ = ochopod_supervisor::signal_group(pid, s);
                         }
                     }
@@ -126,11 +130,87 @@ pub(crate) async fn run<L: Lifecycle>(
             }
         });
 
+        let client: Arc<dyn PodClient> = Arc::new(client);
+        let d = Driver::new(
+            settings, lifecycle, reaper, tx, shared, patterns, zk, client,
+        );
+        let exit_code = drive(d, rx, &forward_pid).await;
+        // Stop the control plane and the coordinator.
+        let _ = stop_http.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(6), server).await;
+        Ok(exit_code)
+    }
+    .instrument(span)
+    .await
+}
+/// The loop: the next message or the machines' next deadline, whichever comes first (time is
+/// tokio's, see [`crate::clock`]); then what is already queued, as one batch, before `/info`
+/// is published once. Returns the agent's exit code once the pod machine says the shutdown is
+/// complete (or every sender is gone).
+pub(super) async fn drive<L: Lifecycle>(
+    mut d: Driver<L>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    forward_pid: &AtomicU32,
+) -> i32 {
+    d.publish();
+    loop {
+        let deadline = d.next_deadline();
+        let msg = match deadline {
+            Some(t) => {
+                let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(t));
+                tokio::select! {
+                    m = rx.recv() => m,
+                    _ = sleep => { d.on_timeout(); d.after(forward_pid); continue; }
+                }
+            }
+            None => rx.recv().await,
+        };
+        let Some(msg) = msg else { break };
+        d.on_msg(msg);
+        // Take what is already queued before publishing `/info` once for the batch: a
+        // round with 1,000 pods brings thousands of replies, and `/info` is not rebuilt
+        // after each of them.
+        for _ in 0..1024 {
+            match rx.try_recv() {
+                Ok(msg) => {
+                    // The previous message's changes are logged before its actions are
+                    // carried out (a crash before the restart that follows at once).
+                    d.log_changes();
+                    d.drain();
+                    d.on_msg(msg);
+                }
+                Err(_) => break,
+            }
+            if d.done {
+                break;
+            }
+        }
+        d.after(forward_pid);
+        if d.done {
+            break;
+        }
+    }
+    d.exit_code
+}
+
+impl<L: Lifecycle> Driver<L> {
+    /// A driver with nothing under way: a stopped pod, no leadership.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        settings: RuntimeSettings,
+        lifecycle: Arc<L>,
+        reaper: Reaper,
+        tx: mpsc::UnboundedSender<Msg>,
+        shared: Arc<Shared>,
+        patterns: Vec<DependencyPattern>,
+        zk: mpsc::UnboundedSender<ZkCommand>,
+        client: Arc<dyn PodClient>,
+    ) -> Self {
         let process = settings.process.clone();
         let key = settings.key.clone();
         let seq = settings.seq;
         let fan_out = settings.model.fan_out.clamp(1, Semaphore::MAX_PERMITS);
-        let mut d = Driver {
+        Driver {
             client,
             settings,
             lifecycle,
@@ -157,53 +237,10 @@ pub(crate) async fn run<L: Lifecycle>(
             done: false,
             exit_code: 0,
             logged: Logged::default(),
-        };
-        d.publish();
-        loop {
-            let deadline = d.next_deadline();
-            let msg = match deadline {
-                Some(t) => {
-                    let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(t));
-                    tokio::select! {
-                        m = rx.recv() => m,
-                        _ = sleep => { d.on_timeout(); d.after(&forward_pid); continue; }
-                    }
-                }
-                None => rx.recv().await,
-            };
-            let Some(msg) = msg else { break };
-            d.on_msg(msg);
-            // Take what is already queued before publishing `/info` once for the batch: a
-            // round with 1,000 pods brings thousands of replies, and `/info` is not rebuilt
-            // after each of them.
-            for _ in 0..1024 {
-                match rx.try_recv() {
-                    Ok(msg) => {
-                        // The previous message's changes are logged before its actions are
-                        // carried out (a crash before the restart that follows at once).
-                        d.log_changes();
-                        d.drain();
-                        d.on_msg(msg);
-                    }
-                    Err(_) => break,
-                }
-                if d.done {
-                    break;
-                }
-            }
-            d.after(&forward_pid);
-            if d.done {
-                break;
-            }
         }
-        // Stop the control plane and the coordinator.
-        let _ = stop_http.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(6), server).await;
-        Ok(d.exit_code)
     }
-    .instrument(span)
-    .await
 }
+
 impl<L: Lifecycle> Driver<L> {
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let a = self.pod.poll_timeout();
@@ -215,7 +252,7 @@ impl<L: Lifecycle> Driver<L> {
     }
 
     pub(super) fn on_timeout(&mut self) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         self.pod.handle_timeout(now);
         if let Some((l, _)) = &mut self.leader {
             l.handle_timeout(now);
@@ -223,19 +260,19 @@ impl<L: Lifecycle> Driver<L> {
     }
 
     /// Carries out every pending action, then refreshes `/info`.
-    pub(super) fn after(&mut self, forward_pid: &Arc<Mutex<Option<u32>>>) {
+    pub(super) fn after(&mut self, forward_pid: &AtomicU32) {
         // What the message changed is logged before what its actions change (a crash, then
         // the restart that follows at once).
         self.log_changes();
         self.drain();
         self.log_changes();
-        *forward_pid.lock().expect("pid lock") = self.pod.pid();
+        forward_pid.store(self.pod.pid().unwrap_or(0), Ordering::Relaxed);
         self.publish();
     }
 
     /// Handles one message.
     pub(super) fn on_msg(&mut self, msg: Msg) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         match msg {
             Msg::Zk(ev) => self.on_zk(now, ev),
             Msg::Control(mut req, reply) => {

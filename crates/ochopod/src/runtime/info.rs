@@ -4,7 +4,6 @@
 use crate::lifecycle::Lifecycle;
 use ochopod_core::wire::{Info, PROTOCOL};
 use serde_json::Value;
-use std::time::Instant;
 use tracing::{info, warn};
 
 use super::Driver;
@@ -45,7 +44,7 @@ impl<L: Lifecycle> Driver<L> {
     }
 
     pub(super) fn publish(&self) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let mut registration = self.settings.registration.clone();
         registration.seq = self.seq;
         registration.scrub_secrets();

@@ -69,20 +69,11 @@ impl<L: Lifecycle> Driver<L> {
                             Verdict::Unreachable,
                             format!("pod {key} has no usable control address"),
                         ),
-                        Some(addr) => match client
-                            .control(
-                                &addr,
-                                task,
-                                timeout_secs,
-                                Some(epoch),
-                                payload,
-                                request_timeout,
-                            )
-                            .await
-                        {
-                            Ok(r) => ochopod_http::answer_of(&r),
-                            Err(e) => Answer::new(Verdict::Unreachable, e.to_string()),
-                        },
+                        Some(addr) => {
+                            client
+                                .control(addr, task, timeout_secs, epoch, payload, request_timeout)
+                                .await
+                        }
                     };
                     if task == Task::Ok {
                         if reply.verdict != Verdict::Accepted {

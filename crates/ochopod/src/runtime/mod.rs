@@ -10,14 +10,19 @@ mod driver;
 mod info;
 mod leader_exec;
 mod pod_exec;
+mod scripted;
 
 pub(crate) use driver::run;
+#[doc(hidden)]
+pub use scripted::{start_scripted, Scripted};
 
 use crate::lifecycle::{Failure, ProcessCommand};
-use ochopod_core::leader::{Answer, Leader};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use ochopod_core::leader::{Answer, Leader, Verdict};
 use ochopod_core::pod::{PodMachine, PodRequest, StepResult};
 use ochopod_core::settings::{ModelSettings, ProcessSettings};
-use ochopod_core::wire::{Epoch, Registration, RoundReport};
+use ochopod_core::wire::{Epoch, Registration, RoundReport, Task};
 use ochopod_core::DependencyPattern;
 use ochopod_http::Reply;
 use ochopod_supervisor::Reaper;
@@ -25,10 +30,51 @@ use ochopod_zk::{ZkCommand, ZkEvent, ZkSettings};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use control::Shared;
 use leader_exec::BodyCache;
+
+/// The leader's side of the control protocol: sends one control request to a pod and says
+/// what its answer means for the round. The agent's is [`ochopod_http::Client`]; the driver's
+/// tests script one.
+pub trait PodClient: Send + Sync + 'static {
+    /// Sends `task` to the pod at `addr` (`host:port`) with the leader's `epoch` and the control
+    /// `body`; `timeout_secs` is the URL's timeout, `timeout` the whole request's.
+    fn control(
+        &self,
+        addr: String,
+        task: Task,
+        timeout_secs: u64,
+        epoch: Epoch,
+        body: Bytes,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Answer>;
+}
+
+impl PodClient for ochopod_http::Client {
+    fn control(
+        &self,
+        addr: String,
+        task: Task,
+        timeout_secs: u64,
+        epoch: Epoch,
+        body: Bytes,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Answer> {
+        let client = self.clone();
+        Box::pin(async move {
+            match client
+                .control(&addr, task, timeout_secs, Some(epoch), body, timeout)
+                .await
+            {
+                Ok(r) => ochopod_http::answer_of(&r),
+                Err(e) => Answer::new(Verdict::Unreachable, e.to_string()),
+            }
+        })
+    }
+}
 
 /// Everything the runtime needs, already merged from flags, spec, environment and binding.
 #[derive(Clone, Debug)]
@@ -98,7 +144,7 @@ struct Driver<L> {
     leader: Option<(Leader, Epoch)>,
     patterns: Vec<DependencyPattern>,
     zk: mpsc::UnboundedSender<ZkCommand>,
-    client: ochopod_http::Client,
+    client: Arc<dyn PodClient>,
     fan_out: Arc<Semaphore>,
     waiters: HashMap<u64, oneshot::Sender<Reply>>,
     next_id: u64,

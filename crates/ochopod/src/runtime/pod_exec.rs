@@ -13,7 +13,7 @@ use super::{Driver, Msg};
 
 impl<L: Lifecycle> Driver<L> {
     pub(super) fn do_pod(&mut self, action: PodAction) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         match action {
             PodAction::Reply { id, outcome } => {
                 if let Some(w) = self.waiters.remove(&id) {
