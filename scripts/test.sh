@@ -15,7 +15,9 @@
 #             (container images), and the Python packages the suites use (kazoo,
 #             moto[server], boto3)
 #   fmt       cargo fmt --all -- --check
-#   clippy    cargo clippy --workspace --all-targets -- -D warnings
+#   clippy    cargo clippy --workspace --all-targets -- -D warnings, then cargo machete (no
+#             unused dependency; installed when missing). crates/ochopod-core and
+#             crates/ochopod have their own clippy.toml (no std clock, no std Mutex)
 #   doc       cargo doc --workspace --no-deps, warnings are errors
 #   build     cargo build -p ochopod-cli (the agent binary the end-to-end suites spawn; its
 #             default features: the kubernetes and ec2 bindings)
@@ -78,7 +80,14 @@ stage_deps() {
   python3 -c 'import kazoo; print("kazoo", kazoo.__version__)'
 }
 stage_fmt() { cargo fmt --all -- --check; }
-stage_clippy() { cargo clippy --workspace --all-targets -- -D warnings; }
+# The Cargo graph stays true: no declared dependency goes unused. cargo-machete is installed
+# from crates.io when missing (CI is a fresh machine); a dependency it cannot see used (one only
+# a feature or a macro needs) is listed in its crate's [package.metadata.cargo-machete].
+machete() {
+  command -v cargo-machete >/dev/null || cargo install --locked --quiet cargo-machete@0.9.2
+  cargo machete
+}
+stage_clippy() { cargo clippy --workspace --all-targets -- -D warnings && machete; }
 stage_doc() { mkdir -p target/doc/ochopod{,_core,_zk,_http,_supervisor,_bindings} && RUSTDOCFLAGS="-D warnings -D rustdoc::broken_intra_doc_links" cargo doc --workspace --no-deps; }
 stage_build() { cargo build -p ochopod-cli; }
 stage_test() { cargo test --no-fail-fast "${TEST_ARGS[@]}"; }

@@ -12,7 +12,7 @@ use aws_config::provider_config::ProviderConfig;
 use aws_config::BehaviorVersion;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
-use crate::platform::Ctx;
+use crate::facts::Ctx;
 use crate::Error;
 
 /// What the metadata service says about this instance.

@@ -11,7 +11,7 @@ use aws_config::provider_config::ProviderConfig;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
 use aws_sdk_ec2::types::Filter;
 
-use crate::platform::Ctx;
+use crate::facts::Ctx;
 use crate::zk::{ZkAddress, DEFAULT_ZK_PORT};
 use crate::Error;
 

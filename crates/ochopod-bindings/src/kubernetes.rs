@@ -13,7 +13,7 @@ use kube::{Client, Config};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use crate::platform::{Ctx, Facts, Platform};
+use crate::facts::{Ctx, Facts, Platform};
 use crate::zk::{ZkAddress, DEFAULT_ZK_PORT};
 use crate::Error;
 
@@ -77,7 +77,7 @@ impl Platform for Kubernetes {
         if self.ec2 {
             // The pod keeps its own podIP (the instance's address is the node's); the public
             // address and the node (instance id) come from the instance metadata.
-            let instance = crate::platform::ec2_instance(name, ctx).await?;
+            let instance = crate::instance::ec2_instance(name, ctx).await?;
             facts.public = instance.public_ipv4;
             facts.node = instance.instance_id;
         }

@@ -45,6 +45,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod error;
+mod facts;
+mod instance;
 mod platform;
 mod zk;
 
@@ -105,7 +107,7 @@ pub struct Environment {
 impl Environment {
     /// The ZooKeeper address, or a one-line error telling how to give one.
     pub fn require_zk(&self) -> Result<&str, Error> {
-        let binding = platform::static_name(&self.binding);
+        let binding = facts::static_name(&self.binding);
         self.zk.as_deref().ok_or_else(|| {
             Error::missing(
                 binding,

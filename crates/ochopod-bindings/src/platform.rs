@@ -3,72 +3,13 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use crate::facts::{static_name, Ctx, Facts, Platform};
+use crate::instance::ec2_instance;
 use crate::zk::{from_mesos_files, parse_zk, ZkAddress};
 use crate::{Environment, Error, Explicit, Options, DEFAULT_CONTROL_PORT};
 
 /// `ochopod_*` variables the bindings consume (kept out of `settings`).
 const CONSUMED: [&str; 6] = ["ip", "public", "port", "zk", "zk_service", "binding"];
-
-/// One platform: what it knows about the pod. Adding a platform means one more implementation.
-pub(crate) trait Platform {
-    /// The binding's name, as used in errors and in `Environment::binding`.
-    fn name(&self) -> &'static str;
-    /// What the platform says; `ctx` tells what was given already, so the platform may skip work.
-    async fn facts(&self, ctx: &Ctx<'_>) -> Result<Facts, Error>;
-}
-
-/// What a binding is given.
-pub(crate) struct Ctx<'a> {
-    pub(crate) env: &'a BTreeMap<String, String>,
-    pub(crate) opts: &'a Options,
-    /// An ip was given (flag, spec or `ochopod_ip`): no need to look for one.
-    pub(crate) ip_given: bool,
-    /// A ZooKeeper address was given: no need to look for one.
-    pub(crate) zk_given: bool,
-    /// Kubernetes: the ZooKeeper Service, when given.
-    #[allow(dead_code)] // read by the kubernetes binding only
-    pub(crate) zk_service: Option<String>,
-}
-
-impl Ctx<'_> {
-    pub(crate) fn var(&self, key: &str) -> Option<&str> {
-        self.env
-            .get(key)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-    }
-
-    pub(crate) fn hostname(&self) -> String {
-        self.var("HOSTNAME").map(str::to_string).unwrap_or_else(|| {
-            nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "localhost".to_string())
-        })
-    }
-}
-
-/// What a platform found.
-#[derive(Default, Debug)]
-pub(crate) struct Facts {
-    pub(crate) ip: Option<String>,
-    pub(crate) public: Option<String>,
-    pub(crate) node: String,
-    pub(crate) application: String,
-    pub(crate) task: String,
-    pub(crate) ports: BTreeMap<String, u16>,
-    /// The platform's ZooKeeper and where it came from (for the log).
-    pub(crate) zk: Option<(ZkAddress, String)>,
-}
-
-/// Maps a binding name to its static spelling (for errors).
-pub(crate) fn static_name(name: &str) -> &'static str {
-    crate::BINDINGS
-        .iter()
-        .find(|b| **b == name)
-        .copied()
-        .unwrap_or("unknown")
-}
 
 fn nonempty(v: Option<&String>) -> Option<String> {
     v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
@@ -262,32 +203,6 @@ async fn kubernetes_facts(binding: &'static str, _ctx: &Ctx<'_>) -> Result<Facts
         what: "the Kubernetes API",
         feature: "kubernetes",
     })
-}
-
-/// Instance facts from IMDSv2, for the `-ec2` bindings.
-#[cfg(feature = "ec2")]
-pub(crate) async fn ec2_instance(
-    binding: &'static str,
-    ctx: &Ctx<'_>,
-) -> Result<crate::ec2::Instance, Error> {
-    crate::ec2::instance(binding, ctx).await
-}
-
-#[cfg(not(feature = "ec2"))]
-pub(crate) async fn ec2_instance(binding: &'static str, _ctx: &Ctx<'_>) -> Result<Ec2Stub, Error> {
-    Err(Error::FeatureDisabled {
-        binding,
-        what: "the EC2 instance metadata service",
-        feature: "ec2",
-    })
-}
-
-/// Stands in for `ec2::Instance` when the feature is off (never built).
-#[cfg(not(feature = "ec2"))]
-pub(crate) struct Ec2Stub {
-    pub(crate) local_ipv4: String,
-    pub(crate) public_ipv4: Option<String>,
-    pub(crate) instance_id: String,
 }
 
 /// Everything on 127.0.0.1, for a workstation.
