@@ -2,9 +2,10 @@
 //!
 //! This crate holds what every other Ochopod crate agrees on: the wire types stored in ZooKeeper
 //! and sent over HTTP ([`wire`]), the cluster view a pod is configured with ([`view`]), dependency
-//! matching ([`deps`]), the configuration hash ([`hash`]), the settings ([`settings`]), and the two
-//! sans-IO state machines that carry every rule of the design: the leader's reconfiguration
-//! machine ([`leader`]) and the pod's lifecycle machine ([`pod`]).
+//! matching ([`deps`]), the configuration hash ([`hash`]), the settings ([`settings`]), seedable
+//! jitter for backoffs ([`jitter`]), and the two sans-IO state machines that carry every rule of
+//! the design: the leader's reconfiguration machine ([`leader`]) and the pod's lifecycle machine
+//! ([`pod`]).
 //!
 //! **Architecture invariant:** no IO, no clock, no tokio, no ZooKeeper, no HTTP. Time is always a
 //! parameter (`now: Instant`); the machines hand out actions and their next deadline, and a
@@ -14,6 +15,7 @@
 
 pub mod deps;
 pub mod hash;
+pub mod jitter;
 pub mod leader;
 pub mod pod;
 pub mod settings;
@@ -21,6 +23,7 @@ pub mod view;
 pub mod wire;
 
 pub use deps::DependencyPattern;
+pub use jitter::Jitter;
 pub use view::ClusterView;
 pub use wire::{
     ControlBody, Dependencies, Epoch, HistoryEntry, Info, Pause, PauseStatus, Pods, Registration,
