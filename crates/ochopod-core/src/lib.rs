@@ -19,6 +19,7 @@ pub mod jitter;
 pub mod leader;
 pub mod pod;
 pub mod settings;
+mod timer;
 pub mod view;
 pub mod wire;
 

@@ -17,6 +17,7 @@
 //! 4. Arm a timer for [`PodMachine::poll_timeout`]; call [`PodMachine::handle_timeout`] then.
 
 use crate::settings::{GiveUp, ProcessSettings};
+use crate::timer::{TimerKind, TimerTable};
 use crate::view::ClusterView;
 use crate::wire::{ControlBody, Dependencies, Epoch, Task};
 use serde_json::{json, Value};
@@ -210,6 +211,30 @@ pub struct PodRequest {
     pub deadline: Option<Instant>,
 }
 
+/// The pod machine's timers (their deadlines live in one [`TimerTable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// Start the crashed process again (the crash backoff ran out).
+    Restart,
+    /// Run the periodic sanity check (every `check_every` while the process is meant to run).
+    Check,
+    /// SIGKILL the process: the tear-down's `grace` ran out.
+    Kill,
+    /// The earliest deadline of a queued request: drop it (refused as timed out) then.
+    Request,
+}
+
+impl Timer {
+    const COUNT: usize = 4;
+}
+
+impl TimerKind for Timer {
+    const ALL: &'static [Timer] = &[Timer::Restart, Timer::Check, Timer::Kill, Timer::Request];
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
 /// Who waits for a request's outcome.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Origin {
@@ -292,11 +317,9 @@ pub struct PodMachine {
     last_deps: Option<Dependencies>,
     started_at: Option<Instant>,
     crash_streak: u32,
-    restart_at: Option<Instant>,
-    next_check: Option<Instant>,
     exited_since_check: bool,
     failed_checks: u32,
-    kill_at: Option<Instant>,
+    timers: TimerTable<Timer, { Timer::COUNT }>,
     metrics: Value,
     last_failure: Option<String>,
     check_failure: Option<String>,
@@ -325,11 +348,9 @@ impl PodMachine {
             last_deps: None,
             started_at: None,
             crash_streak: 0,
-            restart_at: None,
-            next_check: None,
             exited_since_check: false,
             failed_checks: 0,
-            kill_at: None,
+            timers: TimerTable::default(),
             metrics: Value::Null,
             last_failure: None,
             check_failure: None,
@@ -401,7 +422,7 @@ impl PodMachine {
     /// down). A restart already scheduled is cancelled.
     pub fn stopping(&mut self) {
         self.stopping = true;
-        self.restart_at = None;
+        self.timers.stop(Timer::Restart);
     }
 
     /// The agent left its cluster and shuts down: the process is torn down (as by an `off`,
@@ -423,6 +444,7 @@ impl PodMachine {
             input: req.input,
             deadline: req.deadline,
         });
+        self.queue_changed();
         self.pump(now);
     }
 
@@ -462,7 +484,7 @@ impl PodMachine {
             return;
         }
         self.pid = None;
-        self.kill_at = None;
+        self.timers.stop(Timer::Kill);
         match &self.op {
             Op::Task {
                 step: Step::Stop, ..
@@ -483,13 +505,13 @@ impl PodMachine {
             _ => {
                 if code == Some(0) {
                     self.last_failure = Some("process exited with code 0: the pod finishes".into());
-                    self.restart_at = None;
-                    self.next_check = None;
+                    self.timers.stop(Timer::Restart);
+                    self.timers.stop(Timer::Check);
                     if self.op == Op::Idle {
                         self.finish();
                     } else {
                         // Finish once the step under way is done.
-                        self.restart_at = None;
+                        self.timers.stop(Timer::Restart);
                         self.process = Process::Stopped;
                         self.queue
                             .push_front(Job::internal(Origin::Finish, Task::Kill));
@@ -508,18 +530,16 @@ impl PodMachine {
 
     /// A timer fired (spurious calls are fine).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(t) = self.kill_at {
-            if now >= t && self.pid.is_some() {
-                self.kill_at = None;
-                if self.settings.soft {
-                    // Soft: leave the process alone after the grace.
-                    self.pid = None;
-                    self.last_failure =
-                        Some("tear-down grace ran out; process left running (soft)".into());
-                    self.handle_exit_soft(now);
-                } else {
-                    self.actions.push_back(PodAction::Kill);
-                }
+        if self.timers.is_due(Timer::Kill, now) && self.pid.is_some() {
+            self.timers.stop(Timer::Kill);
+            if self.settings.soft {
+                // Soft: leave the process alone after the grace.
+                self.pid = None;
+                self.last_failure =
+                    Some("tear-down grace ran out; process left running (soft)".into());
+                self.handle_exit_soft(now);
+            } else {
+                self.actions.push_back(PodAction::Kill);
             }
         }
         // Queued requests whose deadline passed while another step ran: refuse them now and drop
@@ -529,6 +549,7 @@ impl PodMachine {
             .into_iter()
             .partition(|req| req.deadline.is_some_and(|d| now >= d));
         self.queue = waiting;
+        self.queue_changed();
         for req in expired {
             self.refuse(req.origin, Refusal::TimedOut(req.task));
         }
@@ -544,20 +565,13 @@ impl PodMachine {
     /// When [`PodMachine::handle_timeout`] must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t: Option<Instant> = self.kill_at;
-        let mut consider = |x: Option<Instant>| {
-            if let Some(x) = x {
-                t = Some(t.map_or(x, |t| t.min(x)));
-            }
-        };
-        if self.op == Op::Idle && self.process == Process::Running {
-            consider(self.restart_at);
-            consider(self.next_check);
-        }
-        for req in &self.queue {
-            consider(req.deadline);
-        }
-        t
+        // The restart and the sanity check wait for the step under way, and run only while
+        // the process is meant to run: `pump` starts them, never in the middle of a step.
+        let between_steps = self.op == Op::Idle && self.process == Process::Running;
+        self.timers.next(|timer| match timer {
+            Timer::Kill | Timer::Request => true,
+            Timer::Restart | Timer::Check => between_steps,
+        })
     }
 
     fn handle_exit_soft(&mut self, now: Instant) {
@@ -581,25 +595,35 @@ impl PodMachine {
         }
     }
 
+    /// Re-arms [`Timer::Request`] for the earliest deadline of the queued requests.
+    fn queue_changed(&mut self) {
+        let first = self.queue.iter().filter_map(|req| req.deadline).min();
+        self.timers.set_opt(Timer::Request, first);
+    }
+
     /// Starts the next queued request, or a due timer, when nothing is under way.
     fn pump(&mut self, now: Instant) {
         while self.op == Op::Idle {
             if let Some(req) = self.queue.pop_front() {
+                if req.deadline.is_some() {
+                    self.queue_changed();
+                }
                 self.start_task(now, req);
                 continue;
             }
             if self.process != Process::Running {
                 return;
             }
-            if self.restart_at.is_some_and(|t| now >= t) && self.pid.is_none() {
-                self.restart_at = None;
+            if self.timers.is_due(Timer::Restart, now) && self.pid.is_none() {
+                self.timers.stop(Timer::Restart);
                 self.restarts += 1;
                 self.op = Op::Restart;
                 self.actions.push_back(PodAction::Spawn);
                 return;
             }
-            if self.next_check.is_some_and(|t| now >= t) {
-                self.next_check = Some(now + self.settings.check_every);
+            if self.timers.is_due(Timer::Check, now) {
+                self.timers
+                    .set(Timer::Check, now + self.settings.check_every);
                 if self.exited_since_check {
                     // A crash since the last check fails this one (at most one per period).
                     self.check_done(now, Err(self.last_failure.clone().unwrap_or_default()));
@@ -859,11 +883,11 @@ impl PodMachine {
 
     /// Tears the process down if it is alive, then continues the request.
     fn stop_then(&mut self, now: Instant, req: Job, view: Option<Arc<ClusterView>>) {
-        self.restart_at = None;
-        self.next_check = None;
+        self.timers.stop(Timer::Restart);
+        self.timers.stop(Timer::Check);
         if self.pid.is_some() {
             self.process = Process::Terminating;
-            self.kill_at = Some(now + self.settings.grace);
+            self.timers.set(Timer::Kill, now + self.settings.grace);
             self.op = Op::Task {
                 req,
                 step: Step::Stop,
@@ -1018,9 +1042,10 @@ impl PodMachine {
         self.process = Process::Running;
         self.ever_started = true;
         self.started_at = Some(now);
-        self.restart_at = None;
-        if self.next_check.is_none() {
-            self.next_check = Some(now + self.settings.check_every);
+        self.timers.stop(Timer::Restart);
+        if self.timers.get(Timer::Check).is_none() {
+            self.timers
+                .set(Timer::Check, now + self.settings.check_every);
         }
     }
 
@@ -1028,7 +1053,7 @@ impl PodMachine {
         self.exited_since_check = true;
         if self.stopping {
             self.last_failure = Some(format!("{why}; not restarted: the agent is stopping"));
-            self.restart_at = None;
+            self.timers.stop(Timer::Restart);
             return;
         }
         let stable = self
@@ -1048,7 +1073,7 @@ impl PodMachine {
         };
         self.crash_streak += 1;
         self.last_failure = Some(format!("{why}; restarting in {:.1} s", delay.as_secs_f64()));
-        self.restart_at = Some(now + delay);
+        self.timers.set(Timer::Restart, now + delay);
     }
 
     fn check_done(&mut self, now: Instant, outcome: Result<Value, String>) {
@@ -1078,15 +1103,15 @@ impl PodMachine {
             self.failed_checks
         );
         self.last_failure = Some(why);
-        self.restart_at = None;
-        self.next_check = None;
+        self.timers.stop(Timer::Restart);
+        self.timers.stop(Timer::Check);
         self.configured = false;
         match self.settings.on_give_up {
             GiveUp::Exit => self.actions.push_back(PodAction::Exit { code: 3 }),
             GiveUp::Off => {
                 if self.pid.is_some() {
                     self.process = Process::Terminating;
-                    self.kill_at = Some(now + self.settings.grace);
+                    self.timers.set(Timer::Kill, now + self.settings.grace);
                     self.op = Op::BreakerOff;
                     self.actions.push_back(PodAction::Terminate);
                 } else {
