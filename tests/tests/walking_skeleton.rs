@@ -373,7 +373,7 @@ fn three_pods_configure_then_survive_a_follower_kill() -> anyhow::Result<()> {
     let view2 = wait_until_with(
         Duration::from_secs(90),
         Duration::from_millis(250),
-        "the survivors' files to list two members and the snapshot to shrink",
+        "the survivors' files to list two members, the snapshot to shrink and a new hash",
         || {
             let view = zk_view(&kz)?;
             let snap = snapshot_keys(&view);
@@ -381,16 +381,26 @@ fn three_pods_configure_then_survive_a_follower_kill() -> anyhow::Result<()> {
                 order_violation = Some("snapshot shrank before the pod node vanished".to_string());
             }
             let files: Vec<Vec<String>> = survivors.iter().map(|p| p.members()).collect();
+            // The dump reads `hash` before `snapshot` (one read per node), so a view can hold
+            // the new snapshot beside the old hash although the leader writes both in one
+            // transaction: wait for the new hash as well.
+            let hash_changed = view
+                .hash
+                .as_ref()
+                .and_then(|h| h.data.as_deref())
+                .is_some_and(|h| h != hash_text);
             let done = snap == survivor_keys
                 && view.pods.len() == 2
-                && files.iter().all(|f| *f == expected2);
+                && files.iter().all(|f| *f == expected2)
+                && hash_changed;
             if done {
                 Ok(view)
             } else {
                 Err(format!(
-                    "pods={} snapshot={} files={files:?} | {}",
+                    "pods={} snapshot={} hash changed={} files={files:?} | {}",
                     view.pods.len(),
                     snap.len(),
+                    hash_changed,
                     describe(&agents(&survivors))
                 ))
             }
