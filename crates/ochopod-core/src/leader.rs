@@ -38,6 +38,7 @@
 use crate::deps::DependencyPattern;
 use crate::hash::config_hash;
 use crate::settings::ModelSettings;
+use crate::timer::{TimerKind, TimerTable};
 use crate::wire::{
     utc_text, ControlBody, Dependencies, Pause, PauseStatus, Pods, RoundReport, Task, ROUND_OK,
 };
@@ -159,10 +160,10 @@ struct DepCluster {
 enum Phase {
     /// The committed hash matches the cluster.
     Clean,
-    /// Something changed: configure at `deadline`.
-    Pending { deadline: Instant },
-    /// The last round failed: retry at `deadline`.
-    Backoff { deadline: Instant },
+    /// Something changed: configure when [`Timer::Damper`] fires.
+    Pending,
+    /// The last round failed: retry when [`Timer::Retry`] fires.
+    Backoff,
     /// A round is under way.
     Round(Box<Round>),
 }
@@ -191,18 +192,42 @@ struct Round {
     gate: Option<Gate>,
 }
 
-/// A health gate under way (see [`ModelSettings::gate`]).
+/// A health gate under way (see [`ModelSettings::gate`]). When its check runs next is
+/// [`Timer::Gate`]: stopped while a check is under way.
 #[derive(Clone, Debug, PartialEq)]
 struct Gate {
     key: String,
-    /// A check still failing after this fails the round.
+    /// A check still failing after this fails the round. Not a timer: it is judged when the
+    /// check answers (the last check is due at this instant at the latest).
     deadline: Instant,
-    /// When to run the check again; `None` while one is under way.
-    next: Option<Instant>,
     /// The check's last failure.
     last: String,
     /// Checks run so far.
     runs: u32,
+}
+
+/// The leader's timers (their deadlines live in one [`TimerTable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// Start the round of a change once the damper ran out ([`Phase::Pending`]).
+    Damper,
+    /// Start the retry of a failed round once its backoff ran out ([`Phase::Backoff`]).
+    Retry,
+    /// Run the health-gated pod's sanity check again (stopped while one is under way).
+    Gate,
+    /// Run the cluster probe (every `probe_every` while clean).
+    Probe,
+}
+
+impl Timer {
+    const COUNT: usize = 4;
+}
+
+impl TimerKind for Timer {
+    const ALL: &'static [Timer] = &[Timer::Damper, Timer::Retry, Timer::Gate, Timer::Probe];
+    fn slot(self) -> usize {
+        self as usize
+    }
 }
 
 /// The leader's reconfiguration machine for one cluster. See the module docs for the call order.
@@ -222,7 +247,7 @@ pub struct Leader {
     failures: u32,
     actions: VecDeque<LeaderAction>,
     status: String,
-    next_probe: Option<Instant>,
+    timers: TimerTable<Timer, { Timer::COUNT }>,
     probing: bool,
     last_failure: Option<String>,
     dirty_since: Option<Instant>,
@@ -252,7 +277,7 @@ impl Leader {
             failures: 0,
             actions: VecDeque::new(),
             status: String::new(),
-            next_probe: None,
+            timers: TimerTable::default(),
             probing: false,
             last_failure: None,
             dirty_since: None,
@@ -369,9 +394,9 @@ impl Leader {
         let resumed = self.pause.is_some() && pause.is_none();
         self.pause = pause;
         if resumed {
-            if let Phase::Pending { deadline } | Phase::Backoff { deadline } = &mut self.phase {
+            if let Some(timer) = self.round_timer() {
                 // The changes gathered while paused: no damper, no backoff left to wait out.
-                *deadline = now;
+                self.timers.set(timer, now);
                 self.resumed = true;
             }
         }
@@ -420,10 +445,7 @@ impl Leader {
         if r.id != round || r.committing.is_some() {
             return;
         }
-        if r.gate
-            .as_ref()
-            .is_some_and(|g| g.key == key && g.next.is_none())
-        {
+        if r.gate.as_ref().is_some_and(|g| g.key == key) && self.timers.get(Timer::Gate).is_none() {
             return self.gate_reply(now, key, reply);
         }
         if !r.waiting.remove(key) {
@@ -441,10 +463,10 @@ impl Leader {
                 r.gate = Some(Gate {
                     key: key.to_string(),
                     deadline: now + self.settings.gate_timeout,
-                    next: Some(now),
                     last: String::new(),
                     runs: 0,
                 });
+                self.timers.set(Timer::Gate, now);
                 self.gate_send(now);
                 return;
             }
@@ -499,7 +521,7 @@ impl Leader {
                         hash: r.hash,
                     },
                 });
-                self.next_probe = Some(now);
+                self.timers.set(Timer::Probe, now);
                 self.evaluate(now);
             }
             Err(e) => self.abort(now, format!("commit failed: {e}")),
@@ -517,23 +539,22 @@ impl Leader {
             Ok(s) => s.trim().to_string(),
             Err(e) => format!("* {}", e.trim()),
         };
-        self.next_probe = Some(now + self.settings.probe_every);
+        self.timers
+            .set(Timer::Probe, now + self.settings.probe_every);
     }
 
     /// A timer fired (call it whenever `now >= poll_timeout()`, spurious calls are fine).
     pub fn handle_timeout(&mut self, now: Instant) {
-        match self.phase {
-            Phase::Pending { deadline } | Phase::Backoff { deadline }
-                if now >= deadline && self.pause.is_none() =>
-            {
+        match self.round_timer() {
+            Some(timer) if self.timers.is_due(timer, now) && self.pause.is_none() => {
                 self.start_round(now);
             }
-            Phase::Round(_) => self.gate_send(now),
-            _ => {}
+            Some(_) => {}
+            None => self.gate_send(now),
         }
         if self.probe_due(now) {
             self.probing = true;
-            self.next_probe = None;
+            self.timers.stop(Timer::Probe);
             self.actions.push_back(LeaderAction::Probe {
                 body: Arc::new(ControlBody {
                     pods: self.live_members(),
@@ -553,30 +574,21 @@ impl Leader {
     /// When [`Leader::handle_timeout`] must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let phase = match self.phase {
-            Phase::Pending { deadline } | Phase::Backoff { deadline }
-                if self.connected && self.pause.is_none() =>
-            {
-                Some(deadline)
-            }
-            Phase::Round(ref r) if self.connected => r.gate.as_ref().and_then(|g| g.next),
-            _ => None,
-        };
-        // Same conditions as `probe_due` (connected included): a deadline that `handle_timeout`
-        // would not act on is a busy loop for the runtime.
-        let probe = if self.probe_enabled()
-            && self.connected
-            && matches!(self.phase, Phase::Clean)
-            && !self.probing
-        {
-            self.next_probe
-        } else {
-            None
-        };
-        match (phase, probe) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        // Only the timers `handle_timeout` would act on now count: any other deadline would be a
+        // busy loop for the runtime. Nothing fires while disconnected.
+        if !self.connected {
+            return None;
         }
+        let round_timer = self.round_timer();
+        let in_round = matches!(self.phase, Phase::Round(_));
+        self.timers.next(|timer| match timer {
+            Timer::Damper | Timer::Retry => round_timer == Some(timer) && self.pause.is_none(),
+            Timer::Gate => in_round,
+            // Same conditions as `probe_due`.
+            Timer::Probe => {
+                self.probe_enabled() && matches!(self.phase, Phase::Clean) && !self.probing
+            }
+        })
     }
 
     /// `leader`, `leader (configuration pending)`, `leader (configuring)`, ...
@@ -586,8 +598,8 @@ impl Leader {
             (Phase::Round(_), _) if self.pause.is_some() => "leader (paused, finishing a round)",
             _ if self.pause.is_some() => "leader (paused)",
             (Phase::Clean, _) => "leader",
-            (Phase::Pending { .. }, _) => "leader (configuration pending)",
-            (Phase::Backoff { .. }, _) => "leader (retrying)",
+            (Phase::Pending, _) => "leader (configuration pending)",
+            (Phase::Backoff, _) => "leader (retrying)",
             (Phase::Round(_), _) => "leader (configuring)",
         }
     }
@@ -625,8 +637,11 @@ impl Leader {
             return out;
         }
         match &self.phase {
-            Phase::Pending { deadline } | Phase::Backoff { deadline } => {
-                let left = deadline.saturating_duration_since(now).as_secs_f64();
+            Phase::Pending | Phase::Backoff => {
+                let deadline = self.round_timer().and_then(|t| self.timers.get(t));
+                let left = deadline
+                    .map_or(Duration::ZERO, |d| d.saturating_duration_since(now))
+                    .as_secs_f64();
                 format!("configuration in {left:.1} s")
             }
             Phase::Round(r) => match &r.gate {
@@ -714,6 +729,16 @@ impl Leader {
             .collect()
     }
 
+    /// The timer that starts the next round: the damper while pending, the backoff while
+    /// retrying, none while clean or configuring.
+    fn round_timer(&self) -> Option<Timer> {
+        match self.phase {
+            Phase::Pending => Some(Timer::Damper),
+            Phase::Backoff => Some(Timer::Retry),
+            Phase::Clean | Phase::Round(_) => None,
+        }
+    }
+
     fn probe_enabled(&self) -> bool {
         self.settings.has_probe && !self.settings.probe_every.is_zero()
     }
@@ -723,7 +748,7 @@ impl Leader {
             && self.connected
             && !self.probing
             && matches!(self.phase, Phase::Clean)
-            && self.next_probe.is_some_and(|t| now >= t)
+            && self.timers.is_due(Timer::Probe, now)
     }
 
     /// Compares the current hash with the committed one and moves between clean and pending.
@@ -735,13 +760,14 @@ impl Leader {
         match (&self.phase, dirty) {
             (Phase::Round(_), _) => {} // re-evaluated when the round ends
             (Phase::Clean, true) => {
-                self.phase = Phase::Pending {
-                    deadline: now + self.settings.damper,
-                };
+                self.phase = Phase::Pending;
+                self.timers.set(Timer::Damper, now + self.settings.damper);
             }
             // Back to the committed value before the damper ran out: nothing restarts.
-            (Phase::Pending { .. }, false) | (Phase::Backoff { .. }, false) => {
+            (Phase::Pending, false) | (Phase::Backoff, false) => {
                 self.phase = Phase::Clean;
+                self.timers.stop(Timer::Damper);
+                self.timers.stop(Timer::Retry);
                 if self.baseline.is_none() {
                     // A leader elected while a pod was briefly gone (its hash differed then)
                     // has not written the ephemeral snapshot yet: the cluster is as committed
@@ -753,16 +779,16 @@ impl Leader {
                 }
                 self.failures = 0;
                 self.last_failure = None;
-                if self.next_probe.is_none() {
-                    self.next_probe = Some(now);
+                if self.timers.get(Timer::Probe).is_none() {
+                    self.timers.set(Timer::Probe, now);
                 }
             }
             (Phase::Clean, false) => {
-                if self.next_probe.is_none() && !self.probing {
-                    self.next_probe = Some(now);
+                if self.timers.get(Timer::Probe).is_none() && !self.probing {
+                    self.timers.set(Timer::Probe, now);
                 }
             }
-            (Phase::Pending { .. }, true) | (Phase::Backoff { .. }, true) => {}
+            (Phase::Pending, true) | (Phase::Backoff, true) => {}
         }
         match self.phase {
             Phase::Clean => self.dirty_since = None,
@@ -832,6 +858,9 @@ impl Leader {
             gate: None,
         };
         self.begin_step(&mut round, Task::Check);
+        self.timers.stop(Timer::Damper);
+        self.timers.stop(Timer::Retry);
+        self.timers.stop(Timer::Gate);
         self.phase = Phase::Round(Box::new(round));
         self.advance();
     }
@@ -921,10 +950,10 @@ impl Leader {
         let Some(g) = &mut r.gate else {
             return;
         };
-        if !self.connected || g.next.is_none_or(|t| now < t) {
+        if !self.connected || !self.timers.is_due(Timer::Gate, now) {
             return;
         }
-        g.next = None;
+        self.timers.stop(Timer::Gate);
         g.runs += 1;
         let (id, key) = (r.id, g.key.clone());
         let body = Arc::new(ControlBody {
@@ -981,7 +1010,8 @@ impl Leader {
                     );
                     self.abort(now, why);
                 } else {
-                    g.next = Some((now + self.settings.gate_every).min(g.deadline));
+                    let next = (now + self.settings.gate_every).min(g.deadline);
+                    self.timers.set(Timer::Gate, next);
                 }
             }
         }
@@ -1012,7 +1042,8 @@ impl Leader {
                     .entry(key)
                     .or_insert_with(|| format!("{} abandoned", r.task));
             }
-            if let Some(g) = r.gate.filter(|g| g.next.is_none() && g.last.is_empty()) {
+            let checking = self.timers.get(Timer::Gate).is_none();
+            if let Some(g) = r.gate.filter(|g| checking && g.last.is_empty()) {
                 answers.insert(g.key, "health abandoned".to_string());
             }
             self.actions.push_back(LeaderAction::RoundEnded {
@@ -1037,9 +1068,10 @@ impl Leader {
             .saturating_mul(1u32 << exp)
             .min(self.settings.retry_cap.max(self.settings.retry_base()));
         self.last_failure = Some(why);
-        self.phase = Phase::Backoff {
-            deadline: now + delay,
-        };
+        self.phase = Phase::Backoff;
+        self.timers.stop(Timer::Damper);
+        self.timers.stop(Timer::Gate);
+        self.timers.set(Timer::Retry, now + delay);
     }
 }
 
