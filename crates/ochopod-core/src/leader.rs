@@ -37,6 +37,7 @@
 
 use crate::deps::DependencyPattern;
 use crate::hash::config_hash;
+use crate::jitter::Jitter;
 use crate::settings::ModelSettings;
 use crate::timer::{TimerKind, TimerTable};
 use crate::wire::{
@@ -248,6 +249,8 @@ pub struct Leader {
     actions: VecDeque<LeaderAction>,
     status: String,
     timers: TimerTable<Timer, { Timer::COUNT }>,
+    /// Spreads the retry backoff; `None`: exact delays.
+    jitter: Option<Jitter>,
     probing: bool,
     last_failure: Option<String>,
     dirty_since: Option<Instant>,
@@ -260,7 +263,8 @@ pub struct Leader {
 }
 
 impl Leader {
-    /// A leader for cluster `cluster` (`ns.cl`) with resolved dependency patterns.
+    /// A leader for cluster `cluster` (`ns.cl`) with resolved dependency patterns. Its retry
+    /// backoff waits the exact delays of the settings (see [`Leader::with_jitter`]).
     pub fn new(settings: ModelSettings, cluster: &str, patterns: Vec<DependencyPattern>) -> Self {
         Leader {
             settings,
@@ -278,6 +282,7 @@ impl Leader {
             actions: VecDeque::new(),
             status: String::new(),
             timers: TimerTable::default(),
+            jitter: None,
             probing: false,
             last_failure: None,
             dirty_since: None,
@@ -285,6 +290,17 @@ impl Leader {
             resumed: false,
             baseline: None,
         }
+    }
+
+    /// Spreads every retry delay `d` of a failed round with `jitter`, uniformly in `[d/2, d]`
+    /// ([`Jitter::spread`]), so that the leaders of clusters that fail together (ZooKeeper or a
+    /// shared dependency went away) do not retry in lockstep. The agent seeds it per leadership
+    /// term; a machine without it waits the exact delays (the rules' tests read them as
+    /// written). The damper is not a backoff and is never spread.
+    #[must_use]
+    pub fn with_jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = Some(jitter);
+        self
     }
 
     /// Continues the round numbering of an earlier leadership term of the same process (pass
@@ -1067,6 +1083,10 @@ impl Leader {
             .retry_base()
             .saturating_mul(1u32 << exp)
             .min(self.settings.retry_cap.max(self.settings.retry_base()));
+        let delay = match &mut self.jitter {
+            Some(j) => j.spread(delay),
+            None => delay,
+        };
         self.last_failure = Some(why);
         self.phase = Phase::Backoff;
         self.timers.stop(Timer::Damper);

@@ -16,6 +16,7 @@
 //! 3. [`PodMachine::handle_exit`] whenever the sub-process exits.
 //! 4. Arm a timer for [`PodMachine::poll_timeout`]; call [`PodMachine::handle_timeout`] then.
 
+use crate::jitter::Jitter;
 use crate::settings::{GiveUp, ProcessSettings};
 use crate::timer::{TimerKind, TimerTable};
 use crate::view::ClusterView;
@@ -320,6 +321,8 @@ pub struct PodMachine {
     exited_since_check: bool,
     failed_checks: u32,
     timers: TimerTable<Timer, { Timer::COUNT }>,
+    /// Spreads the crash backoff; `None`: exact delays.
+    jitter: Option<Jitter>,
     metrics: Value,
     last_failure: Option<String>,
     check_failure: Option<String>,
@@ -330,7 +333,8 @@ pub struct PodMachine {
 }
 
 impl PodMachine {
-    /// A stopped pod with key `key`.
+    /// A stopped pod with key `key`. Its crash backoff waits the exact delays of the settings
+    /// (see [`PodMachine::with_jitter`]).
     pub fn new(settings: ProcessSettings, key: &str) -> Self {
         PodMachine {
             settings,
@@ -351,6 +355,7 @@ impl PodMachine {
             exited_since_check: false,
             failed_checks: 0,
             timers: TimerTable::default(),
+            jitter: None,
             metrics: Value::Null,
             last_failure: None,
             check_failure: None,
@@ -358,6 +363,17 @@ impl PodMachine {
             sanity_failures: 0,
             stopping: false,
         }
+    }
+
+    /// Spreads every crash-backoff delay `d` with `jitter`, uniformly in `[d/2, d]`
+    /// ([`Jitter::spread`]), so that the pods of a cluster that crash together (a dependency
+    /// went away) do not restart in lockstep. The agent seeds it per pod; a machine without it
+    /// waits the exact delays (the rules' tests read them as written). The first restart of a
+    /// crash loop stays immediate.
+    #[must_use]
+    pub fn with_jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = Some(jitter);
+        self
     }
 
     /// The process state.
@@ -1070,6 +1086,10 @@ impl PodMachine {
                 .restart_delay
                 .saturating_mul(1u32 << exp)
                 .min(self.settings.restart_delay_max)
+        };
+        let delay = match &mut self.jitter {
+            Some(j) => j.spread(delay),
+            None => delay,
         };
         self.crash_streak += 1;
         self.last_failure = Some(format!("{why}; restarting in {:.1} s", delay.as_secs_f64()));

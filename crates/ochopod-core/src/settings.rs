@@ -43,7 +43,8 @@ pub struct ModelSettings {
     /// Whether a cluster probe is configured (default false; a Rust pod's probe is its
     /// `probe` hook, run only when this is set).
     pub has_probe: bool,
-    /// Longest wait between two failed rounds (default 30 s).
+    /// Longest wait between two failed rounds (default 30 s). The agent spreads each wait `d`
+    /// uniformly in `[d/2, d]` (see `Leader::with_jitter`).
     pub retry_cap: Duration,
     /// Control requests the leader has in flight at once; the others queue (in the order the
     /// round sends them), and a queued request of a round that ended is dropped, never sent.
@@ -135,7 +136,8 @@ pub struct ProcessSettings {
     pub checks: u32,
     /// Time between sanity checks (default 60 s).
     pub check_every: Duration,
-    /// First delay of a crash loop; doubles up to `restart_delay_max` (default 1 s).
+    /// First delay of a crash loop; doubles up to `restart_delay_max` (default 1 s). The agent
+    /// spreads each delay `d` uniformly in `[d/2, d]` (see `PodMachine::with_jitter`).
     pub restart_delay: Duration,
     /// Longest delay between two restarts (default 60 s).
     pub restart_delay_max: Duration,
