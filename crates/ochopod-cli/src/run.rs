@@ -277,6 +277,7 @@ pub(crate) async fn run(
         gate,
         gate_every: secs(m.gate_every, 1.0),
         gate_timeout: secs(m.gate_timeout, 300.0),
+        dependency_wait: secs(m.dependency_wait, 10.0),
     };
     let pr = &spec.process;
     let process = ProcessSettings {

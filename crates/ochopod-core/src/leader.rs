@@ -18,6 +18,15 @@
 //! 7. [`Leader::handle_pause`] when the operator pauses or resumes the cluster (before
 //!    [`Leader::handle_elected`] too, with the pause read at election).
 //!
+//! # A dependency without a snapshot
+//!
+//! A dependency cluster that has registered pods but whose `snapshot` this leader has not seen
+//! (a newly elected leader after every session expired: the snapshot was ephemeral, and the
+//! dependency's own new leader rewrites it a moment later) is no news: no round starts until
+//! its snapshot arrives or [`ModelSettings::dependency_wait`] has passed since it was first
+//! seen that way; then the leader configures with what it has. A snapshot that vanishes after
+//! it was seen keeps its last view (no news) for as long as the cluster has pods.
+//!
 //! # Pause
 //!
 //! While the cluster is paused the leader keeps tracking membership and dependencies (and
@@ -155,6 +164,11 @@ pub enum Verdict {
 struct DepCluster {
     /// The last snapshot seen (kept as "no news" while the snapshot node is missing).
     pods: Pods,
+    /// Since when the cluster has pods but this leader has seen no snapshot of it: a new leader
+    /// holds its round up to [`ModelSettings::dependency_wait`] from then rather than configure
+    /// without it (after every session expired, the dependency's new leader rewrites its
+    /// snapshot a moment later, and a round without it would restart every pod twice).
+    awaiting: Option<Instant>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -338,7 +352,7 @@ impl Leader {
         self.committed = committed_hash;
         self.members = members;
         for (cluster, snapshot, has_pods) in dependencies {
-            self.apply_dependency(&cluster, snapshot, has_pods);
+            self.apply_dependency(now, &cluster, snapshot, has_pods);
         }
         let hash = self.current_hash();
         if self.committed.as_deref() == Some(hash.as_str()) {
@@ -384,7 +398,7 @@ impl Leader {
         snapshot: Option<Pods>,
         has_pods: bool,
     ) {
-        self.apply_dependency(cluster, snapshot, has_pods);
+        self.apply_dependency(now, cluster, snapshot, has_pods);
         self.evaluate(now);
     }
 
@@ -562,7 +576,11 @@ impl Leader {
     /// A timer fired (call it whenever `now >= poll_timeout()`, spurious calls are fine).
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.round_timer() {
-            Some(timer) if self.timers.is_due(timer, now) && self.pause.is_none() => {
+            Some(timer)
+                if self.timers.is_due(timer, now)
+                    && self.pause.is_none()
+                    && self.held(now).is_none() =>
+            {
                 self.start_round(now);
             }
             Some(_) => {}
@@ -597,14 +615,24 @@ impl Leader {
         }
         let round_timer = self.round_timer();
         let in_round = matches!(self.phase, Phase::Round(_));
-        self.timers.next(|timer| match timer {
-            Timer::Damper | Timer::Retry => round_timer == Some(timer) && self.pause.is_none(),
+        // While a dependency's snapshot is awaited past the round's deadline, the round waits
+        // for the end of that wait instead.
+        let held = round_timer
+            .and_then(|t| self.timers.get(t))
+            .and_then(|deadline| self.held(deadline))
+            .map(|(until, _)| until)
+            .filter(|_| self.pause.is_none());
+        let next = self.timers.next(|timer| match timer {
+            Timer::Damper | Timer::Retry => {
+                round_timer == Some(timer) && self.pause.is_none() && held.is_none()
+            }
             Timer::Gate => in_round,
             // Same conditions as `probe_due`.
             Timer::Probe => {
                 self.probe_enabled() && matches!(self.phase, Phase::Clean) && !self.probing
             }
-        })
+        });
+        next.into_iter().chain(held).min()
     }
 
     /// `leader`, `leader (configuration pending)`, `leader (configuring)`, ...
@@ -655,6 +683,13 @@ impl Leader {
         match &self.phase {
             Phase::Pending | Phase::Backoff => {
                 let deadline = self.round_timer().and_then(|t| self.timers.get(t));
+                if let Some((until, cluster)) = self.held(deadline.map_or(now, |d| d.max(now))) {
+                    let left = until.saturating_duration_since(now).as_secs_f64();
+                    return format!(
+                        "configuration held up to {left:.1} s for the snapshot of dependency \
+                         cluster {cluster}"
+                    );
+                }
                 let left = deadline
                     .map_or(Duration::ZERO, |d| d.saturating_duration_since(now))
                     .as_secs_f64();
@@ -713,7 +748,13 @@ impl Leader {
         out
     }
 
-    fn apply_dependency(&mut self, cluster: &str, snapshot: Option<Pods>, has_pods: bool) {
+    fn apply_dependency(
+        &mut self,
+        now: Instant,
+        cluster: &str,
+        snapshot: Option<Pods>,
+        has_pods: bool,
+    ) {
         if !self
             .patterns
             .iter()
@@ -723,12 +764,21 @@ impl Leader {
         }
         match (snapshot, has_pods) {
             (Some(pods), _) => {
-                self.dep_clusters
-                    .insert(cluster.to_string(), DepCluster { pods });
+                let dep = DepCluster {
+                    pods,
+                    awaiting: None,
+                };
+                self.dep_clusters.insert(cluster.to_string(), dep);
             }
-            // No snapshot while the cluster still has pods: no news, keep the last view.
+            // No snapshot while the cluster still has pods: no news, keep the last view; a
+            // cluster never seen with a snapshot is awaited (see the module docs).
             (None, true) => {
-                self.dep_clusters.entry(cluster.to_string()).or_default();
+                self.dep_clusters
+                    .entry(cluster.to_string())
+                    .or_insert_with(|| DepCluster {
+                        pods: Pods::new(),
+                        awaiting: Some(now),
+                    });
             }
             // No snapshot and no pods: the cluster is gone.
             (None, false) => {
@@ -765,6 +815,18 @@ impl Leader {
             && !self.probing
             && matches!(self.phase, Phase::Clean)
             && self.timers.is_due(Timer::Probe, now)
+    }
+
+    /// Until when a round is held for a dependency cluster whose snapshot has not come yet, and
+    /// which one (`None` when nothing is awaited any more at `now`).
+    fn held(&self, now: Instant) -> Option<(Instant, &str)> {
+        self.dep_clusters
+            .iter()
+            .filter_map(|(cluster, dep)| {
+                let until = dep.awaiting? + self.settings.dependency_wait;
+                (until > now).then_some((until, cluster.as_str()))
+            })
+            .max()
     }
 
     /// Compares the current hash with the committed one and moves between clean and pending.

@@ -24,6 +24,7 @@ pub const DEFAULT_FAN_OUT: usize = 256;
 /// assert_eq!(d.fan_out, 256);
 /// assert!(!d.gate);
 /// assert_eq!((d.gate_every, d.gate_timeout), (Duration::from_secs(1), Duration::from_secs(300)));
+/// assert_eq!(d.dependency_wait, Duration::from_secs(10));
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSettings {
@@ -60,6 +61,12 @@ pub struct ModelSettings {
     pub gate_every: Duration,
     /// How long the gate waits for a pod's sanity check to pass (default 300 s).
     pub gate_timeout: Duration,
+    /// How long the leader waits for the snapshot of a dependency cluster that has registered
+    /// pods but no `snapshot` it has seen (its leader is not elected yet or has not written it,
+    /// as after every session expired): until then the dependency is "no news" and no round
+    /// starts; after it, the leader configures without that cluster (default 10 s; zero: no
+    /// wait).
+    pub dependency_wait: Duration,
 }
 
 impl Default for ModelSettings {
@@ -77,6 +84,7 @@ impl Default for ModelSettings {
             gate: false,
             gate_every: Duration::from_secs(1),
             gate_timeout: Duration::from_secs(300),
+            dependency_wait: Duration::from_secs(10),
         }
     }
 }

@@ -112,6 +112,9 @@ pub struct ModelSection {
     pub gate_every: Option<f64>,
     /// Seconds the gate waits for a pod's check to pass before the round fails.
     pub gate_timeout: Option<f64>,
+    /// Seconds a leader waits for the snapshot of a dependency cluster that has pods but no
+    /// snapshot yet before it configures without it.
+    pub dependency_wait: Option<f64>,
 }
 
 /// `[process]`.
@@ -278,6 +281,7 @@ impl Spec {
             ("[model] probe_every", self.model.probe_every),
             ("[model] control_timeout", self.model.control_timeout),
             ("[model] gate_timeout", self.model.gate_timeout),
+            ("[model] dependency_wait", self.model.dependency_wait),
             ("[pod] session_timeout", self.pod.session_timeout),
             ("[process] grace", self.process.grace),
             ("[process] check_every", self.process.check_every),
