@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::time::Duration;
 use std::time::Instant;
 
+use ochopod_core::jitter::{seed_from, Jitter};
 use ochopod_core::wire::HISTORY_MAX_BYTES;
 use ochopod_core::{DependencyPattern, Epoch, HistoryEntry, Pause, Pods, Registration};
 use tokio::sync::{mpsc, oneshot};
@@ -353,19 +354,47 @@ struct Actor {
     events: mpsc::Sender<ZkEvent>,
     /// The runtime dropped its event receiver: stop.
     gone: bool,
+    /// Spreads every retry delay (seeded per agent, see [`agent_seed`]), so that agents that
+    /// lost ZooKeeper at the same instant do not retry in lockstep.
+    jitter: Jitter,
 }
 
-struct Backoff(Duration);
+/// The first delay of [`Backoff`]; it doubles up to [`BACKOFF_MAX`].
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+/// The longest delay of [`Backoff`].
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// The delay before contending again after leadership could not be taken up.
+const CONTEND_RETRY: Duration = Duration::from_secs(1);
+
+/// The connect and registration retry schedule: 0.25 s doubling to 10 s, each delay `d` drawn
+/// in `[d/2, d]`.
+struct Backoff {
+    next: Duration,
+    jitter: Jitter,
+}
 
 impl Backoff {
-    fn new() -> Self {
-        Backoff(Duration::from_millis(250))
+    fn new(jitter: Jitter) -> Self {
+        Backoff {
+            next: BACKOFF_FIRST,
+            jitter,
+        }
     }
     fn next(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(10));
-        d
+        let d = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        self.jitter.spread(d)
     }
+}
+
+/// A seed that differs from agent to agent: the pod key, the process id and the time the
+/// coordinator starts (two agents of one process, as in tests, differ by key).
+fn agent_seed(key: &str) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let text = format!("{key}/{}/{now}", std::process::id());
+    seed_from(text.as_bytes())
 }
 
 impl Actor {
@@ -378,6 +407,7 @@ impl Actor {
         events: mpsc::Sender<ZkEvent>,
     ) -> Actor {
         let full = format!("{}.{}", id.namespace, id.cluster);
+        let jitter = Jitter::new(agent_seed(&id.key));
         Actor {
             acls: target.cluster_acls(),
             target,
@@ -390,6 +420,7 @@ impl Actor {
             cmds,
             events,
             gone: false,
+            jitter,
         }
     }
 
@@ -421,9 +452,19 @@ impl Actor {
         }
     }
 
+    /// A fresh retry schedule, drawing from this agent's jitter.
+    fn backoff(&mut self) -> Backoff {
+        Backoff::new(Jitter::new(self.jitter.next_u64()))
+    }
+
+    /// The delay before contending again after a failure, spread in `[d/2, d]`.
+    fn contend_retry(&mut self) -> Pin<Box<tokio::time::Sleep>> {
+        Box::pin(tokio::time::sleep(self.jitter.spread(CONTEND_RETRY)))
+    }
+
     /// Connects, retrying with backoff; commands meanwhile get their "not connected" answer.
     async fn connect(&mut self) -> Result<Client, Exit> {
-        let mut backoff = Backoff::new();
+        let mut backoff = self.backoff();
         loop {
             let target = self.target.clone();
             // Every host refusing the connection is known at once: said now, not after the
@@ -510,7 +551,7 @@ impl Actor {
         };
         tracing::info!(session = %sess.client.session_id(), "connected to ZooKeeper");
         self.emit(ZkEvent::Session(SessionState::Connected)).await;
-        let mut backoff = Backoff::new();
+        let mut backoff = self.backoff();
         loop {
             match self.register(&mut sess, after_expiry).await {
                 Ok(()) => break,
@@ -947,8 +988,7 @@ impl Actor {
                     Ok(leader) => sess.role = Role::Leading(leader),
                     Err(e) => {
                         tracing::warn!(error = %e, "could not take up leadership; contending again");
-                        sess.role =
-                            Role::Backoff(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
+                        sess.role = Role::Backoff(self.contend_retry());
                     }
                 }
             }
@@ -961,7 +1001,7 @@ impl Actor {
                     sess.role = Role::Contending(self.contend(&sess.client));
                 } else {
                     tracing::warn!(error = %e, "lock contention failed; retrying");
-                    sess.role = Role::Backoff(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
+                    sess.role = Role::Backoff(self.contend_retry());
                 }
             }
         }
@@ -1488,6 +1528,34 @@ async fn watch_exists(
 mod tests {
     use super::*;
     use crate::test_common::Zk;
+
+    /// Two agents (two keys, one process, the same instant give or take) draw different retry
+    /// delays, each within `[d/2, d]` of the 0.25 s doubling to 10 s schedule; one seed always
+    /// gives the same delays.
+    #[test]
+    fn two_agents_spread_their_backoff_differently_within_its_bounds() {
+        let schedule: Vec<Duration> = (0..8)
+            .map(|i| (BACKOFF_FIRST * (1 << i)).min(BACKOFF_MAX))
+            .collect();
+        assert_eq!(schedule.last(), Some(&BACKOFF_MAX));
+        let draw = |seed: u64| -> Vec<Duration> {
+            let mut b = Backoff::new(Jitter::new(seed));
+            schedule.iter().map(|_| b.next()).collect()
+        };
+        let a = draw(agent_seed("3f1c0e4e-agent-a"));
+        let b = draw(agent_seed("3f1c0e4e-agent-b"));
+        for (delays, who) in [(&a, "a"), (&b, "b")] {
+            for (d, base) in delays.iter().zip(&schedule) {
+                assert!(
+                    *d >= *base / 2 && d <= base,
+                    "{who}: {d:?} outside [{base:?}/2, {base:?}]"
+                );
+            }
+        }
+        let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        assert_eq!(same, 0, "lockstep delays: {a:?} vs {b:?}");
+        assert_eq!(draw(7), draw(7), "one seed, one sequence");
+    }
 
     /// The fence itself, without the actor's event loop in the way: once the lock node is
     /// gone, the leader's transaction is refused and nothing lands.
