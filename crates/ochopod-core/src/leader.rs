@@ -271,6 +271,10 @@ pub struct Leader {
     pause: Option<Pause>,
     /// Set by a resume that left changes pending: the next round runs for the operator.
     resumed: bool,
+    /// A round sent `on` (or `off`) and did not commit: some pods may hold a view other than
+    /// the committed one, so the cluster stays dirty, even with the committed hash, until a
+    /// round commits.
+    unsettled: bool,
     /// The last configuration this leader knows of (committed, or found committed at
     /// election): what a paused cluster's pending changes are measured against.
     baseline: Option<(Pods, Dependencies)>,
@@ -302,6 +306,7 @@ impl Leader {
             dirty_since: None,
             pause: None,
             resumed: false,
+            unsettled: false,
             baseline: None,
         }
     }
@@ -441,7 +446,8 @@ impl Leader {
     /// A paused cluster's report for `/info`: since when, why and what is pending.
     pub fn pause_status(&self) -> Option<PauseStatus> {
         let pause = self.pause.as_ref()?;
-        let pending = self.committed.as_deref() != Some(self.current_hash().as_str());
+        let pending =
+            self.unsettled || self.committed.as_deref() != Some(self.current_hash().as_str());
         let mut status = PauseStatus {
             since_ms: pause.since_ms,
             reason: pause.reason.clone(),
@@ -538,6 +544,7 @@ impl Leader {
                 self.baseline = Some((r.members.clone(), r.dependencies.clone()));
                 self.failures = 0;
                 self.last_failure = None;
+                self.unsettled = false;
                 self.actions.push_back(LeaderAction::RoundEnded {
                     outcome: RoundOutcome::Committed,
                     report: RoundReport {
@@ -834,7 +841,8 @@ impl Leader {
         if !self.elected {
             return;
         }
-        let dirty = self.committed.as_deref() != Some(self.current_hash().as_str());
+        let dirty =
+            self.unsettled || self.committed.as_deref() != Some(self.current_hash().as_str());
         match (&self.phase, dirty) {
             (Phase::Round(_), _) => {} // re-evaluated when the round ends
             (Phase::Clean, true) => {
@@ -972,6 +980,9 @@ impl Leader {
                         continue;
                     }
                     round.waiting.insert(key.clone());
+                    if matches!(round.task, Task::On | Task::Off) {
+                        self.unsettled = true;
+                    }
                     self.actions
                         .push_back(self.control(round.id, round.task, key, &body));
                     if self.settings.sequential {

@@ -950,3 +950,39 @@ fn a_gated_pod_that_leaves_or_dies_aborts_the_round() {
     s.run_until(0.5);
     assert_eq!(s.outcomes()[0], "pod pod-a is dead during its health gate");
 }
+
+/// A round that failed after its `on` reached some pods left them with a view that is not the
+/// committed one: when the cluster comes back to its committed hash, the retry still runs (and
+/// configures them back), instead of the leader calling the cluster clean. (A change undone
+/// before any `on` went out still starts nothing.)
+#[test]
+fn a_failed_on_is_retried_even_when_the_cluster_comes_back_to_the_committed_hash() {
+    let mut s = LeaderSim::new(model(0.0));
+    s.reply = Box::new(|_, task, key| {
+        if task == Task::On && key == "pod-b" {
+            answer(500, "configure failed")
+        } else {
+            accepted()
+        }
+    });
+    s.elected(Some(hash_of(&pods(&["pod-a"]))), pods(&["pod-a"]));
+    s.members(pods(&["pod-a", "pod-b"]));
+    s.settle();
+    assert_eq!(s.leader.state(), "leader (retrying)");
+    let on_a = |s: &LeaderSim| {
+        s.controls()
+            .iter()
+            .filter(|c| c.2 == Task::On && c.3 == "pod-a")
+            .count()
+    };
+    assert_eq!(on_a(&s), 1, "pod-a took the view with pod-b");
+    // pod-b goes away: the hash is the committed one again, but pod-a holds another view.
+    s.members(pods(&["pod-a"]));
+    s.run_until(5.0);
+    assert_eq!(on_a(&s), 2, "pod-a is configured back");
+    let commits = s.commit_log();
+    assert_eq!(commits.len(), 1, "{commits:?}");
+    assert_eq!(commits[0].2, hash_of(&pods(&["pod-a"])));
+    assert_eq!(s.leader.state(), "leader");
+    assert_eq!(s.leader.round_failure(), None);
+}
