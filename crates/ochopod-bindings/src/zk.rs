@@ -1,44 +1,15 @@
-//! ZooKeeper addresses: `h1:2181,h2/chroot`, `zk://user:password@h1,h2:2182/chroot`, and the
-//! Mesos agent's files that name the ensemble Mesos itself uses.
+//! ZooKeeper addresses (the type and its grammar are `ochopod_core::ZkAddress`) and the Mesos
+//! agent's files that name the ensemble Mesos itself uses.
 
-use std::fmt;
 use std::path::Path;
+
+pub use ochopod_core::{ZkAddress, DEFAULT_ZK_PORT};
 
 use crate::Error;
 
-/// The default ZooKeeper client port, added to hosts given without one.
-pub const DEFAULT_ZK_PORT: u16 = 2181;
-
-/// A parsed ZooKeeper address.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct ZkAddress {
-    /// `host:port` entries, in the order given; a missing port is [`DEFAULT_ZK_PORT`].
-    pub hosts: Vec<String>,
-    /// The chroot (`/path`, no trailing slash), if any.
-    pub chroot: Option<String>,
-    /// `user:password` from the URL, if any (a digest credential; never publish it).
-    pub auth: Option<(String, String)>,
-}
-
-impl ZkAddress {
-    /// The connection string without credentials: `h1:2181,h2:2181/chroot`.
-    pub fn connect_string(&self) -> String {
-        let mut s = self.hosts.join(",");
-        if let Some(chroot) = &self.chroot {
-            s.push_str(chroot);
-        }
-        s
-    }
-}
-
-/// Displays the connection string, never the credentials.
-impl fmt::Display for ZkAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.connect_string())
-    }
-}
-
-/// Parses `h1:2181,h2/chroot` or `zk://user:password@h1,h2:2182/chroot`.
+/// Parses `h1:2181,h2/chroot` or `zk://user:password@h1,[fd00::2]:2182/chroot` with
+/// [`ZkAddress::parse`], the one grammar of every crate; a bad address is
+/// [`Error::InvalidZk`] (credentials removed).
 ///
 /// ```
 /// let zk = ochopod_bindings::parse_zk("zk://ops:s3cret@h1,h2:2182/prod").unwrap();
@@ -48,91 +19,10 @@ impl fmt::Display for ZkAddress {
 /// assert_eq!(zk.to_string(), "h1:2181,h2:2182/prod");
 /// ```
 pub fn parse_zk(url: &str) -> Result<ZkAddress, Error> {
-    let bad = |reason: &str| Error::InvalidZk {
-        url: url.to_string(),
-        reason: reason.to_string(),
-    };
-    let trimmed = url.trim();
-    let rest = match trimmed.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("zk") => rest,
-        Some((scheme, _)) => {
-            return Err(bad(&format!(
-                "unknown scheme {scheme:?} (only zk:// is understood)"
-            )))
-        }
-        None => trimmed,
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    let (auth, hosts_part) = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => {
-            let Some((user, password)) = userinfo.split_once(':') else {
-                return Err(bad("credentials must be user:password"));
-            };
-            if user.is_empty() {
-                return Err(bad("the user name before ':' is empty"));
-            }
-            (Some((user.to_string(), password.to_string())), hosts)
-        }
-        None => (None, authority),
-    };
-    let mut hosts = Vec::new();
-    for entry in hosts_part.split(',') {
-        let entry = entry.trim();
-        if entry.is_empty() {
-            return Err(bad("empty host in the list"));
-        }
-        hosts.push(host_port(entry).map_err(|reason| bad(&reason))?);
-    }
-    let chroot = path.trim_end_matches('/');
-    let chroot = if chroot.is_empty() {
-        None
-    } else if chroot.contains("//") {
-        return Err(bad("the chroot contains an empty path segment"));
-    } else {
-        Some(chroot.to_string())
-    };
-    Ok(ZkAddress {
-        hosts,
-        chroot,
-        auth,
+    ZkAddress::parse(url).map_err(|e| Error::InvalidZk {
+        url: e.shown,
+        reason: e.reason,
     })
-}
-
-fn host_port(entry: &str) -> Result<String, String> {
-    let (host, port) = if let Some(v6) = entry.strip_prefix('[') {
-        let (addr, after) = v6
-            .split_once(']')
-            .ok_or(format!("unclosed '[' in {entry:?}"))?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p),
-            None if after.is_empty() => None,
-            None => return Err(format!("unexpected {after:?} after the IPv6 address")),
-        };
-        (format!("[{addr}]"), port)
-    } else {
-        match entry.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (entry.to_string(), None),
-        }
-    };
-    if host.is_empty() || host == "[]" {
-        return Err(format!("no host name in {entry:?}"));
-    }
-    let port = match port {
-        None => DEFAULT_ZK_PORT,
-        Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 => n,
-            _ => {
-                return Err(format!(
-                    "port {p:?} of {host} is not a number between 1 and 65535"
-                ))
-            }
-        },
-    };
-    Ok(format!("{host}:{port}"))
 }
 
 /// The Mesos agent's files that may name ZooKeeper, in the order they are tried.
@@ -224,34 +114,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_lists_get_default_ports() {
-        let zk = parse_zk("10.0.0.1,10.0.0.2:2182").unwrap();
-        assert_eq!(zk.hosts, ["10.0.0.1:2181", "10.0.0.2:2182"]);
-        assert_eq!(zk.chroot, None);
-        assert_eq!(zk.auth, None);
-    }
-
-    #[test]
-    fn ipv6_hosts() {
-        let zk = parse_zk("zk://[::1]:2183,[fd00::2]/x/").unwrap();
-        assert_eq!(zk.hosts, ["[::1]:2183", "[fd00::2]:2181"]);
-        assert_eq!(zk.chroot.as_deref(), Some("/x"));
-    }
-
-    #[test]
-    fn bad_addresses_say_why() {
-        for (url, needle) in [
-            ("", "empty host"),
-            ("h1,,h2", "empty host"),
-            ("h1:99999", "not a number"),
-            ("http://h1", "unknown scheme"),
-            ("zk://user@h1", "user:password"),
-            ("zk://h1//a", "empty path segment"),
-        ] {
-            let err = parse_zk(url).unwrap_err().to_string();
-            assert!(err.contains(needle), "{url}: {err}");
-            assert!(err.contains("zk://user:password@"), "{err}");
-        }
+    fn bad_addresses_are_invalid_zk_without_credentials() {
+        let err = parse_zk("zk://ops:secretpw@h1:0").unwrap_err();
+        let Error::InvalidZk { url, reason } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(url, "zk://h1:0");
+        assert!(reason.contains("bad port"), "{reason}");
+        let shown = err.to_string();
+        assert!(shown.contains("zk://user:password@"), "{shown}");
+        assert!(!shown.contains("secretpw"), "{shown}");
+        assert_eq!(parse_zk("[::1]").unwrap().hosts, ["[::1]:2181"]);
     }
 
     #[test]

@@ -418,7 +418,7 @@ async fn failures_are_one_line_naming_binding_what_and_fix() {
         (
             Explicit { binding: Some("local".into()), zk: Some("zk://h1:2181,,h2".into()), ..Default::default() },
             vec![],
-            &["invalid ZooKeeper address \"zk://h1:2181,,h2\": empty host in the list;"],
+            &["invalid ZooKeeper address \"zk://h1:2181,,h2\": empty host between commas;"],
         ),
         (Explicit { binding: Some("mesos".into()), ..Default::default() }, vec![], &["unknown binding \"mesos\"; use one of local, generic"]),
     ];
@@ -471,7 +471,7 @@ async fn malformed_etc_mesos_zk_is_named_with_its_fix() {
         ),
         (
             "# the agent's ensemble\nzk://10.0.0.5:notaport/mesos\n",
-            "etc/mesos/zk holds an unusable ZooKeeper URL: port \"notaport\"",
+            "etc/mesos/zk holds an unusable ZooKeeper URL: bad port \"notaport\"",
         ),
     ] {
         let root = tempfile::tempdir().unwrap();

@@ -969,7 +969,7 @@ pub(crate) async fn hash(ctx: &Ctx, cluster: &str) -> Result<u8, Fail> {
         let shown: Vec<&str> = known.iter().take(8).map(String::as_str).collect();
         return Err(Fail::usage(anyhow!(
             "no cluster {cluster:?} in ZooKeeper at {} (give namespace.cluster; known: {}{})",
-            ochopod_core::wire::strip_zk_credentials(&ctx.zk),
+            ochopod_core::ZkAddress::redact(&ctx.zk),
             if shown.is_empty() {
                 "none".to_string()
             } else {

@@ -22,6 +22,7 @@ pub mod settings;
 mod timer;
 pub mod view;
 pub mod wire;
+pub mod zk_address;
 
 pub use deps::DependencyPattern;
 pub use jitter::Jitter;
@@ -30,6 +31,7 @@ pub use wire::{
     ControlBody, Dependencies, Epoch, HistoryEntry, Info, Pause, PauseStatus, Pods, Registration,
     Task, PROTOCOL,
 };
+pub use zk_address::{ZkAddress, ZkAddressError, DEFAULT_ZK_PORT};
 
 /// Errors of the pure model: bad input, always with what is wrong and how to fix it.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

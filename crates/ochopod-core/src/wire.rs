@@ -112,7 +112,7 @@ impl Registration {
     /// from `zk`.
     pub fn scrub_secrets(&mut self) {
         self.extra.retain(|k, _| !Self::is_secret_key(k));
-        self.zk = strip_zk_credentials(&self.zk);
+        self.zk = crate::ZkAddress::redact(&self.zk);
     }
 
     /// Parses a registration read from ZooKeeper, naming what is wrong when it cannot.
@@ -130,18 +130,6 @@ impl Registration {
     /// Serializes the registration to compact JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a registration always serializes")
-    }
-}
-
-/// Removes `user:password@` from a ZooKeeper URL or host list.
-pub fn strip_zk_credentials(zk: &str) -> String {
-    let (scheme, rest) = match zk.strip_prefix("zk://") {
-        Some(rest) => ("zk://", rest),
-        None => ("", zk),
-    };
-    match rest.split_once('@') {
-        Some((_, hosts)) => format!("{scheme}{hosts}"),
-        None => zk.to_string(),
     }
 }
 

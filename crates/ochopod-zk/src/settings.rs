@@ -5,14 +5,17 @@ use std::time::Duration;
 
 use zookeeper_client::{Acl, Acls, AuthId, Client, CreateMode, Permission};
 
+use ochopod_core::ZkAddress;
+
 use crate::Error;
 
 /// How to reach ZooKeeper.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ZkSettings {
-    /// `h1:2181,h2:2181/chroot` or `zk://[user:password@]h1:2181,h2/chroot` (port 2181 when
-    /// omitted; the chroot is optional and created when missing). Inline `user:password` means
-    /// digest auth, as `auth = "digest:user:password"` does.
+    /// `h1:2181,h2:2181/chroot` or `zk://[user:password@]h1:2181,h2/chroot`, read by
+    /// [`ZkAddress`] (port 2181 when omitted, IPv6 hosts in brackets; the chroot is optional
+    /// and created when missing). Inline `user:password` means digest auth, as
+    /// `auth = "digest:user:password"` does.
     pub connect: String,
     /// The session timeout asked of the server (clamped by it to [2, 20] x tickTime by default).
     pub session_timeout: Duration,
@@ -25,10 +28,7 @@ impl std::fmt::Debug for ZkSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print credentials.
         f.debug_struct("ZkSettings")
-            .field(
-                "connect",
-                &ochopod_core::wire::strip_zk_credentials(&self.connect),
-            )
+            .field("connect", &ZkAddress::redact(&self.connect))
             .field("session_timeout", &self.session_timeout)
             .field("auth", &self.auth.as_ref().map(|_| "<redacted>"))
             .finish()
@@ -60,59 +60,12 @@ pub(crate) struct Target {
 
 impl Target {
     pub(crate) fn parse(settings: &ZkSettings) -> Result<Target, Error> {
-        let shown = ochopod_core::wire::strip_zk_credentials(&settings.connect);
-        let bad = |why: &str| {
-            Error::Input(format!(
-                "bad ZooKeeper connection string {shown:?}: {why} (write `host:port,host:port/chroot` or `zk://[user:password@]host:port/chroot`)"
-            ))
-        };
-        let raw = settings.connect.trim();
-        let (rest, url) = match raw.strip_prefix("zk://") {
-            Some(rest) => (rest, true),
-            None => (raw, false),
-        };
-        let (hosts_part, chroot) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        let (inline_auth, hosts_part) = match hosts_part.rsplit_once('@') {
-            Some((creds, hosts)) if url => {
-                if !creds.contains(':') {
-                    return Err(bad("inline credentials must be `user:password@`"));
-                }
-                (Some(creds.to_string()), hosts)
-            }
-            Some(_) => return Err(bad("inline credentials need the `zk://` form")),
-            None => (None, hosts_part),
-        };
-        if hosts_part.is_empty() {
-            return Err(bad("no host"));
-        }
-        let mut hosts = Vec::new();
-        for host in hosts_part.split(',') {
-            let host = host.trim();
-            if host.is_empty() {
-                return Err(bad("empty host between commas"));
-            }
-            let (name, port) = match host.rsplit_once(':') {
-                Some((name, port)) => (name, Some(port)),
-                None => (host, None),
-            };
-            if name.is_empty() || name.chars().any(char::is_whitespace) {
-                return Err(bad(&format!("bad host {host:?}")));
-            }
-            match port {
-                None => hosts.push(format!("{name}:2181")),
-                Some(p) => match p.parse::<u16>() {
-                    Ok(n) if n > 0 => hosts.push(format!("{name}:{n}")),
-                    _ => return Err(bad(&format!("bad port in {host:?}"))),
-                },
-            }
-        }
-        let chroot = chroot.trim_end_matches('/');
-        if chroot.contains("//") || chroot.chars().any(char::is_whitespace) {
-            return Err(bad(&format!("bad chroot {chroot:?}")));
-        }
+        let address =
+            ZkAddress::parse(&settings.connect).map_err(|e| Error::Input(e.to_string()))?;
+        let inline_auth = address
+            .auth
+            .as_ref()
+            .map(|(user, password)| format!("{user}:{password}"));
         let auth = match settings.auth.as_deref().map(str::trim) {
             Some(a) if !a.is_empty() => Some(parse_auth(a)?),
             _ => inline_auth.map(|c| ("digest".to_string(), c.into_bytes())),
@@ -123,8 +76,8 @@ impl Target {
             ));
         }
         Ok(Target {
-            hosts: hosts.join(","),
-            chroot: chroot.to_string(),
+            hosts: address.hosts_string(),
+            chroot: address.chroot.unwrap_or_default(),
             auth,
             session_timeout: settings.session_timeout,
         })
@@ -220,6 +173,12 @@ mod tests {
             ),
             ("127.0.0.1:2181", "127.0.0.1:2181", "", None),
             ("h1/", "h1:2181", "", None),
+            (
+                "[::1]:2183,[fd00::2]/x",
+                "[::1]:2183,[fd00::2]:2181",
+                "/x",
+                None,
+            ),
         ];
         for (input, hosts, chroot, auth) in table {
             let t = parse(input, None).unwrap();
@@ -242,8 +201,8 @@ mod tests {
             ("h1,,h2", None, "empty host"),
             ("h1:0", None, "bad port"),
             ("h1:x/c", None, "bad port"),
-            ("u:p@h1", None, "zk://"),
             ("h1//x", None, "bad chroot"),
+            ("::1", None, "brackets"),
             ("h1", Some("digest"), "scheme:credentials"),
             ("h1", Some("digest:user"), "digest:user:password"),
         ] {
