@@ -2,6 +2,7 @@
 //! each message to the pod machine or the leader.
 
 use crate::lifecycle::Lifecycle;
+use ochopod_core::jitter::{seed_from, Jitter};
 use ochopod_core::leader::Leader;
 use ochopod_core::pod::{PodMachine, StepResult};
 use ochopod_http::Reply;
@@ -210,6 +211,13 @@ impl<L: Lifecycle> Driver<L> {
         let key = settings.key.clone();
         let seq = settings.seq;
         let fan_out = settings.model.fan_out.clamp(1, Semaphore::MAX_PERMITS);
+        // Backoffs are spread per agent: the pod key and the process id differ between the
+        // agents of a cluster (and between two agents of one process, by key), so agents that
+        // crash or fail together do not retry in lockstep.
+        let mut jitter = Jitter::new(seed_from(
+            format!("{key}/{}", std::process::id()).as_bytes(),
+        ));
+        let pod_jitter = Jitter::new(jitter.next_u64());
         Driver {
             client,
             settings,
@@ -217,7 +225,7 @@ impl<L: Lifecycle> Driver<L> {
             reaper,
             tx,
             shared,
-            pod: PodMachine::new(process, &key),
+            pod: PodMachine::new(process, &key).with_jitter(pod_jitter),
             leader: None,
             patterns,
             zk,
@@ -231,6 +239,7 @@ impl<L: Lifecycle> Driver<L> {
             unreadable: BTreeMap::new(),
             body_cache: BodyCache::default(),
             last_round_id: 0,
+            jitter,
             active_round: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             held: Vec::new(),
             shutdown: false,
@@ -411,7 +420,8 @@ impl<L: Lifecycle> Driver<L> {
                     &self.settings.registration.full_cluster(),
                     self.patterns.clone(),
                 )
-                .continue_rounds(self.last_round_id);
+                .continue_rounds(self.last_round_id)
+                .with_jitter(Jitter::new(self.jitter.next_u64()));
                 let deps = dependencies
                     .into_iter()
                     .map(|d| (d.cluster, d.snapshot, d.has_pods))

@@ -158,6 +158,8 @@ struct Driver<L> {
     /// The last round id of this process's earlier leadership terms: a new term continues from
     /// it, so late replies of an old term never match a new round.
     last_round_id: u64,
+    /// Seeds the jitter of each leadership term's retry backoff (the pod machine has its own).
+    jitter: ochopod_core::Jitter,
     /// The round whose control requests may still go out (0: none). Requests queued behind the
     /// fan-out limit check it once they get a permit, so an aborted round or a lost leadership
     /// stops sending at once.
