@@ -4,7 +4,7 @@
 
 use crate::{Fail, ZkArgs};
 use anyhow::{anyhow, Context};
-use ochopod_core::wire::{ControlBody, Dependencies, Pods, Task};
+use ochopod_core::wire::{ControlBody, Dependencies, Info, Pods, Task};
 use ochopod_core::DependencyPattern;
 use ochopod_http::{Client, ExecRequest};
 use ochopod_zk::{Directory, PodEntry, ZkSettings};
@@ -516,8 +516,8 @@ pub(crate) async fn ls(ctx: &Ctx, pattern: Option<&str>) -> Result<u8, Fail> {
 }
 
 /// The pod's cluster view as its leader would send it: the committed snapshot (or the
-/// registered pods) plus the dependency snapshots its `/info` names.
-async fn cluster_view(dir: &Directory, found: &Found, info: &Value) -> Result<ControlBody, Fail> {
+/// registered pods) plus the dependency view of what its `/info` declares.
+async fn cluster_view(dir: &Directory, found: &Found, info: &Info) -> Result<ControlBody, Fail> {
     let pods: Pods = match dir.snapshot(&found.cluster).await? {
         Some(p) if !p.is_empty() => p,
         _ => dir
@@ -527,28 +527,39 @@ async fn cluster_view(dir: &Directory, found: &Found, info: &Value) -> Result<Co
             .map(|p| (p.key, p.registration))
             .collect(),
     };
-    let ns = found.cluster.split('.').next().unwrap_or("");
-    let mut dependencies = Dependencies::new();
-    let clusters = dir.clusters().await?;
-    for name in info["dependencies"].as_array().into_iter().flatten() {
-        let Some(name) = name.as_str() else { continue };
-        let Ok(pattern) = DependencyPattern::parse(name, ns) else {
-            continue;
-        };
-        let view = dependencies.entry(name.to_string()).or_default();
-        for c in &clusters {
-            if pattern.matches(c, &found.cluster) {
-                if let Some(s) = dir.snapshot(c).await? {
-                    view.extend(s);
-                }
+    Ok(ControlBody {
+        pods,
+        dependencies: dependency_view(dir, &found.cluster, &info.dependencies).await?,
+        key: found.entry.key.clone(),
+    })
+}
+
+/// The dependency view of `cluster` for the dependencies its pods declare, built as its leader
+/// builds it (`ochopod_core::deps::views`) from the committed snapshots of the clusters they
+/// match. A name that does not parse is left out, as the leader refuses it.
+async fn dependency_view(
+    dir: &Directory,
+    cluster: &str,
+    declared: &[String],
+) -> Result<Dependencies, Fail> {
+    let ns = cluster.split('.').next().unwrap_or("");
+    let patterns: Vec<DependencyPattern> = declared
+        .iter()
+        .filter_map(|name| DependencyPattern::parse(name, ns).ok())
+        .collect();
+    let mut snapshots = BTreeMap::new();
+    for c in dir.clusters().await? {
+        if ochopod_core::deps::matches_any(&patterns, &c, cluster) {
+            if let Some(s) = dir.snapshot(&c).await? {
+                snapshots.insert(c, s);
             }
         }
     }
-    Ok(ControlBody {
-        pods,
-        dependencies,
-        key: found.entry.key.clone(),
-    })
+    Ok(ochopod_core::deps::views(
+        &patterns,
+        cluster,
+        snapshots.iter().map(|(c, pods)| (c.as_str(), pods)),
+    ))
 }
 
 pub(crate) async fn info(
@@ -564,7 +575,14 @@ pub(crate) async fn info(
         .await
         .with_context(|| format!("pod {} is unreachable", found.entry.key))?;
     if let Some(path) = view {
-        let body = cluster_view(&dir, &found, &info).await?;
+        let typed: Info = serde_json::from_value(info.clone()).with_context(|| {
+            format!(
+                "pod {}'s /info does not read as this version's, so its dependencies are \
+                 unknown: run --view against a pod of this version",
+                found.entry.key
+            )
+        })?;
+        let body = cluster_view(&dir, &found, &typed).await?;
         std::fs::write(
             &path,
             serde_json::to_string_pretty(&body).unwrap_or_default(),
@@ -1064,33 +1082,13 @@ pub(crate) async fn plan(ctx: &Ctx, target: &str) -> Result<u8, Fail> {
     let mut declared: Vec<String> = Vec::new();
     for p in &live {
         if let Some(addr) = p.registration.control_addr() {
-            if let Ok(info) = client.info(&addr, TIMEOUT).await {
-                declared = info["dependencies"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|d| d.as_str().map(String::from))
-                    .collect();
+            if let Ok(info) = client.pod_info(&addr, TIMEOUT).await {
+                declared = info.dependencies;
                 break;
             }
         }
     }
-    let ns = cluster.split('.').next().unwrap_or("");
-    let clusters = dir.clusters().await?;
-    let mut dependencies = Dependencies::new();
-    for name in &declared {
-        let Ok(pattern) = DependencyPattern::parse(name, ns) else {
-            continue;
-        };
-        let view = dependencies.entry(name.clone()).or_default();
-        for c in &clusters {
-            if pattern.matches(c, &cluster) {
-                if let Some(s) = dir.snapshot(c).await? {
-                    view.extend(s);
-                }
-            }
-        }
-    }
+    let dependencies = dependency_view(&dir, &cluster, &declared).await?;
     let next_hash = ochopod_core::hash::config_hash(&pods, &Default::default(), &dependencies);
     let committed_hash = dir.hash(&cluster).await.map_err(Fail::from)?;
     let pending = committed_hash.as_deref() != Some(next_hash.as_str());

@@ -1,6 +1,9 @@
 //! Dependency names (`docs/protocol.md#dependencies`): `foo` means `NS.foo`, `/other.foo` is
 //! absolute, `*` matches any run of characters in cluster names, and a cluster never depends on
-//! itself.
+//! itself. The dependency view (what a round's `on` carries under `dependencies`) is built
+//! here, once, for the leader and for the tools ([`views`]).
+
+use crate::wire::{Dependencies, Pods};
 
 /// One entry of `depends_on`, resolved against the pod's namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +64,33 @@ pub fn parse_all(
         .collect()
 }
 
+/// Whether the cluster `full` belongs to one of the dependencies of cluster `own`: the leader
+/// watches it and its pods join the dependency view.
+pub fn matches_any(patterns: &[DependencyPattern], full: &str, own: &str) -> bool {
+    patterns.iter().any(|p| p.matches(full, own))
+}
+
+/// The view of every dependency of cluster `own`, by name as written: the union of the pods of
+/// every cluster it matches (`clusters`: each cluster's full name with its committed pods).
+/// Every dependency has its entry, empty while no cluster matches.
+pub fn views<'a, I>(patterns: &[DependencyPattern], own: &str, clusters: I) -> Dependencies
+where
+    I: IntoIterator<Item = (&'a str, &'a Pods)>,
+    I::IntoIter: Clone,
+{
+    let clusters = clusters.into_iter();
+    let mut out = Dependencies::new();
+    for pattern in patterns {
+        let view = out.entry(pattern.name.clone()).or_default();
+        for (cluster, pods) in clusters.clone() {
+            if pattern.matches(cluster, own) {
+                view.extend(pods.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+    }
+    out
+}
+
 /// Glob match with `*` (any run of characters, possibly empty).
 fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
@@ -110,6 +140,41 @@ mod tests {
             assert_eq!(d.matches(full, own), expected, "{name} vs {full}");
             assert_eq!(d.name, name, "keyed as written");
         }
+    }
+
+    #[test]
+    fn views_are_the_union_of_matching_clusters_by_name_as_written() {
+        let pods = |keys: &[&str]| -> Pods {
+            keys.iter()
+                .map(|k| (k.to_string(), crate::Registration::default()))
+                .collect()
+        };
+        let (blue, green, db, lb) = (
+            pods(&["b1"]),
+            pods(&["g1", "g2"]),
+            pods(&["d1"]),
+            pods(&["l1"]),
+        );
+        let clusters = [
+            ("prod.web-blue", &blue),
+            ("prod.web-green", &green),
+            ("dev.db", &db),
+            ("prod.lb", &lb),
+        ];
+        let patterns =
+            parse_all(&["web-*".into(), "/dev.db".into(), "cache".into()], "prod").unwrap();
+        let views = views(&patterns, "prod.lb", clusters);
+        let keys = |name: &str| views[name].keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys("web-*"), ["b1", "g1", "g2"]);
+        assert_eq!(keys("/dev.db"), ["d1"]);
+        assert!(
+            keys("cache").is_empty(),
+            "a dependency without a cluster has an empty view"
+        );
+        assert_eq!(views.len(), 3);
+        assert!(matches_any(&patterns, "prod.web-blue", "prod.lb"));
+        assert!(!matches_any(&patterns, "prod.lb", "prod.lb"));
+        assert!(!matches_any(&patterns, "dev.web-blue", "prod.lb"));
     }
 
     #[test]

@@ -743,16 +743,11 @@ impl Leader {
 
     /// The view of every dependency, by name as written: the union of its matching clusters.
     pub fn dependency_views(&self) -> Dependencies {
-        let mut out = Dependencies::new();
-        for pattern in &self.patterns {
-            let view = out.entry(pattern.name.clone()).or_default();
-            for (cluster, dep) in &self.dep_clusters {
-                if pattern.matches(cluster, &self.cluster) {
-                    view.extend(dep.pods.iter().map(|(k, v)| (k.clone(), v.clone())));
-                }
-            }
-        }
-        out
+        crate::deps::views(
+            &self.patterns,
+            &self.cluster,
+            self.dep_clusters.iter().map(|(c, d)| (c.as_str(), &d.pods)),
+        )
     }
 
     fn apply_dependency(
@@ -762,11 +757,7 @@ impl Leader {
         snapshot: Option<Pods>,
         has_pods: bool,
     ) {
-        if !self
-            .patterns
-            .iter()
-            .any(|p| p.matches(cluster, &self.cluster))
-        {
+        if !crate::deps::matches_any(&self.patterns, cluster, &self.cluster) {
             return;
         }
         match (snapshot, has_pods) {

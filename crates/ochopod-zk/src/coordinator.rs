@@ -1150,7 +1150,7 @@ impl Actor {
     fn matching(&self, clusters: &[String]) -> Vec<String> {
         clusters
             .iter()
-            .filter(|c| self.deps.iter().any(|d| d.matches(c, &self.full)))
+            .filter(|c| ochopod_core::deps::matches_any(&self.deps, c, &self.full))
             .cloned()
             .collect()
     }
