@@ -4,10 +4,9 @@ use crate::Fail;
 use anyhow::{anyhow, Context};
 use ochopod::spec::Spec;
 use ochopod::spec_pod::SpecLifecycle;
-use ochopod::{GiveUp, ModelSettings, Pod, PodConfig, ProcessSettings};
+use ochopod::Pod;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// `ochopod run`.
 #[derive(clap::Args, Debug)]
@@ -62,10 +61,6 @@ pub(crate) struct RenderArgs {
     /// file names where it went; the contents are not printed).
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-fn secs(v: Option<f64>, default: f64) -> Duration {
-    Duration::from_secs_f64(v.unwrap_or(default))
 }
 
 /// Reads the spec with `--set` overrides applied. Errors of the file itself name its own line;
@@ -167,25 +162,6 @@ fn split_key(key: &str) -> Vec<String> {
     out.into_iter().filter(|s| !s.is_empty()).collect()
 }
 
-/// `ochopod_fan_out`: a whole number, 1 or more.
-fn fan_out_env(v: &str) -> anyhow::Result<usize> {
-    match v.trim().parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(anyhow!(
-            "ochopod_fan_out = {v:?}: give how many control requests the leader may have in flight at once, a whole number of 1 or more (or set [model] fan_out in the spec)"
-        )),
-    }
-}
-
-/// A path of the spec, relative to its folder; empty means unset.
-fn spec_path(spec: &Spec, v: &Option<String>) -> Option<std::path::PathBuf> {
-    v.as_deref().filter(|d| !d.is_empty()).map(|d| spec.path(d))
-}
-
-fn truthy(v: &str) -> bool {
-    matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
-}
-
 /// Runs the agent; `log` is the pod log the tracing subscriber writes the agent's events into.
 pub(crate) async fn run(
     args: RunArgs,
@@ -202,105 +178,21 @@ pub(crate) async fn run(
     // error now, not a pod that goes dead at its first configuration.
     spec.preflight()
         .map_err(|e| Fail::usage(anyhow!("spec {}: {e}", args.spec.display())))?;
-    let p = &spec.pod;
-    let mut explicit = ochopod_bindings::Explicit {
-        binding: args.binding.clone().or_else(|| p.binding.clone()),
-        zk: args
-            .zk
-            .clone()
-            .or_else(|| p.zk.clone())
-            .filter(|z| !z.is_empty()),
-        zk_service: p.zk_service.clone().filter(|z| !z.is_empty()),
-        port: args.port.or(p.port),
-        ..Default::default()
-    };
-    explicit.ports = spec.ports.clone();
-    let start = p
-        .start
-        .or_else(|| env.get("ochopod_start").map(|v| truthy(v)))
-        .unwrap_or(true);
-    let config = PodConfig {
-        namespace: args.namespace.clone().or_else(|| p.namespace.clone()),
-        cluster: args.cluster.clone().or_else(|| p.cluster.clone()),
-        explicit,
-        session_timeout: p.session_timeout.map(Duration::from_secs_f64),
-        zk_auth: p.zk_auth.clone().filter(|a| !a.is_empty()),
-        zk_auth_file: args
-            .zk_auth_file
-            .clone()
-            .or_else(|| spec_path(&spec, &p.zk_auth_file)),
-        state_dir: p
-            .state_dir
-            .as_deref()
-            .filter(|d| !d.is_empty())
-            .map(|d| spec.path(d)),
-        token: p.token.clone().filter(|t| !t.is_empty()),
-        token_file: args
-            .token_file
-            .clone()
-            .or_else(|| spec_path(&spec, &p.token_file)),
-        tls_cert: spec_path(&spec, &p.tls_cert),
-        tls_key: spec_path(&spec, &p.tls_key),
-        tls_ca: spec_path(&spec, &p.tls_ca),
-        tls_server_name: p.tls_server_name.clone().filter(|n| !n.is_empty()),
-        tls_open_read_only: p.tls_open_read_only,
-        pipe: spec.process.pipe,
-        binding_options: Default::default(),
-    };
-    let m = &spec.model;
-    let fan_out = match m.fan_out {
-        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-        None => match env.get("ochopod_fan_out") {
-            Some(v) => fan_out_env(v).map_err(Fail::usage)?,
-            None => ochopod_core::settings::DEFAULT_FAN_OUT,
-        },
-    };
-    let gate = m
-        .gate
-        .or_else(|| env.get("ochopod_gate").map(|v| truthy(v)))
-        .unwrap_or(false);
-    if gate && m.sequential != Some(true) {
-        return Err(Fail::usage(anyhow!(
-            "ochopod_gate is set but [model] sequential is not true: the gate holds the next pod until the last one's sanity check passes, so set sequential = true (or unset ochopod_gate)"
-        )));
-    }
-    let model = ModelSettings {
-        damper: secs(m.damper, 0.0),
-        probe_every: secs(m.probe_every, 60.0),
-        depends_on: m.depends_on.clone().unwrap_or_default(),
-        full_shutdown: m.full_shutdown.unwrap_or(false),
-        sequential: m.sequential.unwrap_or(false),
-        control_timeout: secs(m.control_timeout, 90.0),
-        has_probe: m.probe.as_deref().is_some_and(|c| !c.trim().is_empty()),
-        retry_cap: Duration::from_secs(30),
-        fan_out,
-        gate,
-        gate_every: secs(m.gate_every, 1.0),
-        gate_timeout: secs(m.gate_timeout, 300.0),
-        dependency_wait: secs(m.dependency_wait, 10.0),
-    };
-    let pr = &spec.process;
-    let process = ProcessSettings {
-        strict: pr.strict.unwrap_or(false),
-        start,
-        grace: secs(pr.grace, 60.0),
-        soft: pr.soft.unwrap_or(false),
-        checks: pr.checks.unwrap_or(3),
-        check_every: secs(pr.check_every, 60.0),
-        restart_delay: secs(pr.restart_delay, 1.0),
-        restart_delay_max: secs(pr.restart_delay_max, 60.0),
-        stable_after: Duration::from_secs(60),
-        reload_dependencies: spec
-            .hooks
-            .reload
-            .as_deref()
-            .is_some_and(|r| !r.trim().is_empty()),
-        on_give_up: if pr.on_give_up.as_deref() == Some("exit") {
-            GiveUp::Exit
-        } else {
-            GiveUp::Off
-        },
-    };
+    // The spec's settings (the library's defaults for what it leaves out), then the flags on
+    // top; the `ochopod_*` variables are resolved after both, by the builder.
+    let mut config = spec.pod_config();
+    let e = &mut config.explicit;
+    e.binding = args.binding.clone().or(e.binding.take());
+    e.zk = args.zk.clone().filter(|z| !z.is_empty()).or(e.zk.take());
+    e.port = args.port.or(e.port);
+    config.namespace = args.namespace.clone().or(config.namespace);
+    config.cluster = args.cluster.clone().or(config.cluster);
+    config.zk_auth_file = args.zk_auth_file.clone().or(config.zk_auth_file);
+    config.token_file = args.token_file.clone().or(config.token_file);
+    let model = spec
+        .model_settings(&env)
+        .map_err(|e| Fail::usage(anyhow!("{e}")))?;
+    let process = spec.process_settings();
     let prepared = Pod::builder()
         .log(log)
         .config(config)

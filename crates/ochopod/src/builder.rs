@@ -227,6 +227,15 @@ impl PodBuilder {
         self
     }
 
+    /// Whether the leader's first `on` starts the process (`ochopod_start`; default
+    /// [`ProcessSettings::start`], true). With `false` the leader's `on` only configures until
+    /// an operator's `on` (`ochopod on`) starts it. Wins over the `start` of
+    /// [`PodBuilder::process`].
+    pub fn start(mut self, start: bool) -> Self {
+        self.set("start", "PodBuilder::start", start, |c| &mut c.start);
+        self
+    }
+
     /// Whether the process output goes into the pod log (`/log`) (default true; `false`
     /// leaves it on the agent's stdout and stderr).
     pub fn pipe(mut self, pipe: bool) -> Self {
@@ -266,6 +275,7 @@ impl PodBuilder {
             tls_ca,
             tls_server_name,
             tls_open_read_only,
+            start,
             pipe,
             binding_options,
         } = config;
@@ -304,6 +314,7 @@ impl PodBuilder {
         merge!("tls_ca", tls_ca, tls_ca);
         merge!("tls_server_name", tls_server_name, tls_server_name);
         merge!("tls_open_read_only", tls_open_read_only, tls_open_read_only);
+        merge!("start", start, start);
         merge!("pipe", pipe, pipe);
         merge!("binding_options", binding_options, binding_options);
         for (container, host) in ports {

@@ -49,6 +49,10 @@ pub struct PodConfig {
     /// Let clients without a certificate read `/info`, `/log`, `/healthz`, `/readyz` and
     /// `/metrics` (`ochopod_tls_open_read_only`; default false).
     pub tls_open_read_only: Option<bool>,
+    /// Start the process on the first `on` (`ochopod_start`; default
+    /// [`ProcessSettings::start`](crate::ProcessSettings::start), true). `false`: the leader's
+    /// `on` only configures until an operator's `on` starts the process.
+    pub start: Option<bool>,
     /// Forward the process output into the pod log (default true).
     pub pipe: Option<bool>,
     /// Where the Mesos files and the Kubernetes service account are (default

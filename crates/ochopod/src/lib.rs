@@ -46,7 +46,8 @@
 //!
 //! Without settings, a pod uses the `auto` binding (Kubernetes, Marathon, else `generic`), control
 //! port 8080 (`ochopod_port`), namespace `default`, a 5 s ZooKeeper session, and
-//! [`ModelSettings::default`] and [`ProcessSettings::default`] (each field states its default).
+//! [`ModelSettings::default`] and [`ProcessSettings::default`] (each field states its default;
+//! `ochopod_start` stands in for [`ProcessSettings::start`] unless [`PodBuilder::start`] is set).
 //! The `local` binding (one machine, no NAT) listens on 127.0.0.1 and finds ZooKeeper at
 //! 127.0.0.1:2181 unless told otherwise. The cluster name has no default.
 #![warn(missing_docs)]

@@ -5,6 +5,8 @@
 //! binding. Unknown keys are errors (a typo must not be silently ignored), and every error names
 //! the file, the line and how to fix it.
 
+mod settings;
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -140,3 +140,40 @@ async fn errors_name_the_builder_methods() {
     );
     assert!(!msg.contains("[pod]"), "{msg}");
 }
+
+/// `ochopod_start` in the pod's environment holds for a library pod as for a spec pod;
+/// `PodBuilder::start` wins over it, and a value that is not a boolean is refused.
+#[tokio::test]
+async fn ochopod_start_in_the_environment_is_honoured() {
+    let start_of =
+        |prepared: &ochopod::PreparedPod| prepared.registration().extra.get("start").cloned();
+    let base = || {
+        Pod::builder()
+            .cluster("web")
+            .binding("local")
+            .zk("127.0.0.1:2999")
+    };
+    let prepared = base()
+        .env([("ochopod_start", "false")])
+        .prepare()
+        .await
+        .expect("prepared");
+    assert_eq!(start_of(&prepared), Some("false".into()));
+    let prepared = base().prepare().await.expect("prepared");
+    assert_eq!(start_of(&prepared), Some("true".into()), "default");
+    let prepared = base()
+        .env([("ochopod_start", "false")])
+        .start(true)
+        .prepare()
+        .await
+        .expect("prepared");
+    assert_eq!(start_of(&prepared), Some("true".into()), "the method wins");
+    let err = base()
+        .env([("ochopod_start", "maybe")])
+        .prepare()
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(err, Error::Settings(_)), "{err:?}");
+    assert!(err.to_string().contains("ochopod_start"), "{err}");
+}

@@ -47,6 +47,18 @@ fn secret(
     }
 }
 
+/// A boolean `ochopod_*` variable, as 1.x wrote them (`true`/`false`, also `1`/`0`,
+/// `yes`/`no`, `on`/`off`, any case).
+fn truthy(var: &str, value: &str) -> Result<bool, Error> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(Error::Settings(format!(
+            "bad {var} {value:?}: use true or false"
+        ))),
+    }
+}
+
 impl PodBuilder {
     /// Everything `prepare` does but install the reaper.
     pub(super) async fn resolve(
@@ -57,6 +69,12 @@ impl PodBuilder {
         }
         let env = &self.env;
         let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+        let mut process = self.process.clone();
+        process.start = match (self.config.start, get("ochopod_start")) {
+            (Some(start), _) => start,
+            (None, Some(v)) => truthy("ochopod_start", &v)?,
+            (None, None) => process.start,
+        };
         let options = self.config.binding_options.clone().unwrap_or_default();
         let found = ochopod_bindings::discover(&self.config.explicit, env, &options).await?;
         let namespace = self
@@ -160,7 +178,7 @@ impl PodBuilder {
         );
         registration.extra.insert(
             "start".to_string(),
-            serde_json::Value::from(self.process.start.to_string()),
+            serde_json::Value::from(process.start.to_string()),
         );
         for (k, v) in &found.settings {
             if matches!(
@@ -187,10 +205,10 @@ impl PodBuilder {
             .config
             .session_timeout
             .unwrap_or(Duration::from_secs(5));
-        if self.model.control_timeout <= self.process.grace {
+        if self.model.control_timeout <= process.grace {
             tracing::warn!(
                 control_timeout = self.model.control_timeout.as_secs_f64(),
-                grace = self.process.grace.as_secs_f64(),
+                grace = process.grace.as_secs_f64(),
                 "control_timeout should exceed the process grace: an `on` may include a tear-down"
             );
         }
@@ -208,7 +226,7 @@ impl PodBuilder {
             token,
             tls,
             model: self.model,
-            process: self.process,
+            process,
             pipe: self.config.pipe.unwrap_or(true),
             env: self.env,
         };
@@ -232,14 +250,9 @@ impl PodBuilder {
             .or_else(|| get("ochopod_tls_server_name"));
         let open = match c.tls_open_read_only {
             Some(b) => b,
-            None => match get("ochopod_tls_open_read_only").as_deref() {
-                None | Some("false" | "0" | "no" | "off") => false,
-                Some("true" | "1" | "yes" | "on") => true,
-                Some(other) => {
-                    return Err(Error::Settings(format!(
-                        "bad ochopod_tls_open_read_only {other:?}: use true or false"
-                    )))
-                }
+            None => match get("ochopod_tls_open_read_only") {
+                Some(v) => truthy("ochopod_tls_open_read_only", &v)?,
+                None => false,
             },
         };
         let (cert, key, ca) = match (cert, key, ca) {
