@@ -80,10 +80,10 @@ pub struct ControlRequest {
     pub task: Task,
     /// The leader's epoch, from the [`EPOCH_HEADER`] header (absent for 1.x leaders and tools).
     pub epoch: Option<Epoch>,
-    /// The timeout of the URL, when given; the server answers 408 once it passes.
+    /// The timeout of the URL, when given; the server answers 408 once it passes, and the
+    /// handler turns it into the pod machine's deadline on its own clock (a task still queued
+    /// then is dropped, not run).
     pub timeout: Option<Duration>,
-    /// When the timeout passes: a task still queued at that instant should be dropped, not run.
-    pub deadline: Option<tokio::time::Instant>,
     /// The JSON body; `Null` when the body is empty.
     pub body: Value,
 }
@@ -632,12 +632,10 @@ fn control_request(
         serde_json::from_slice(body)
             .map_err(|e| format!("malformed JSON body for control task `{task}`: {e}"))?
     };
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     Ok(ControlRequest {
         task,
         epoch,
         timeout,
-        deadline,
         body,
     })
 }

@@ -86,8 +86,6 @@ pub enum ZkEvent {
         epoch: Epoch,
         /// `P/hash`, the hash last committed by a leader.
         committed_hash: Option<String>,
-        /// Whether `P/snapshot` exists (it is ephemeral, owned by the last leader).
-        snapshot_exists: bool,
         /// Every registered pod, by key.
         members: Pods,
         /// Every cluster currently matching a dependency.
@@ -1066,12 +1064,6 @@ impl Actor {
         leader.members = layout::to_pods(nodes);
         leader.unreadable.sync(Instant::now(), &leader.pods_cache);
         let committed_hash = layout::read_hash(&client, &self.p).await?;
-        let snap_path = format!("{}/snapshot", self.p);
-        let snapshot_exists = client
-            .check_stat(&snap_path)
-            .await
-            .map_err(Error::zk("check_stat", snap_path))?
-            .is_some();
         if !self.deps.is_empty() {
             for cluster in self.matching(&layout::list_clusters(&client).await?) {
                 let update = self
@@ -1085,7 +1077,6 @@ impl Actor {
         self.emit(ZkEvent::Elected {
             epoch: leader.epoch,
             committed_hash,
-            snapshot_exists,
             members: leader.members.clone(),
             dependencies: leader.deps.values().cloned().collect(),
             pause: leader.pause.clone(),

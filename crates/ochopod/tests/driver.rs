@@ -109,7 +109,6 @@ async fn a_round_waits_out_the_damper_then_checks_configures_commits_and_confirm
         .send(ZkEvent::Elected {
             epoch: "5-1".parse().expect("epoch"),
             committed_hash: None,
-            snapshot_exists: false,
             members: members(),
             dependencies: Vec::new(),
             pause: None,

@@ -406,7 +406,6 @@ impl<L: Lifecycle> Driver<L> {
             ZkEvent::Elected {
                 epoch,
                 committed_hash,
-                snapshot_exists: _,
                 members,
                 dependencies,
                 pause,
