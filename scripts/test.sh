@@ -26,7 +26,7 @@
 #   guard     instruction-count guard on core paths (callgrind, scripts/bench-guard.sh): fails
 #             when a core path costs 25 % more instructions than its committed baseline
 #   features  other feature sets (cargo check), see FEATURE_CHECKS below (the lean agent:
-#             local, generic and marathon only), the bindings' tests without features, then
+#             local, generic and marathon only; the library without its spec engine), the bindings' tests without features, then
 #             the one full build of every platform feature: cargo test -p ochopod-bindings
 #             --all-features
 #             (Kubernetes against an HTTPS fixture API server, EC2 against moto_server)
@@ -47,6 +47,7 @@ export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 #   "-p ochopod-bindings --all-features"
 FEATURE_CHECKS=(
   "-p ochopod-cli --no-default-features"
+  "-p ochopod --no-default-features"
 )
 
 py_deps() {

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[cfg(doc)]
+use crate::Registration;
 use crate::{
     bindings, Error, Lifecycle, ModelSettings, PodConfig, PodLog, PreparedPod, ProcessSettings,
     Reaper,
 };
-#[cfg(doc)]
-use crate::{spec_pod, Registration};
 
 /// Builds a pod: settings in, a future that runs it out.
 ///
@@ -359,7 +359,7 @@ impl PodBuilder {
         self
     }
 
-    /// Uses this pod log (e.g. one shared with a [`spec_pod::SpecLifecycle`]).
+    /// Uses this pod log (e.g. one shared with a `spec_pod::SpecLifecycle`).
     pub fn log(mut self, log: PodLog) -> Self {
         self.log = Some(log);
         self

@@ -3,8 +3,9 @@
 //! This crate is the runtime that drives `ochopod-core`'s sans-IO machines with the ZooKeeper
 //! (`ochopod-zk`), HTTP (`ochopod-http`) and supervisor (`ochopod-supervisor`) layers, and the
 //! library API for pods written in Rust: implement [`Lifecycle`] and hand it to
-//! [`Pod::builder`]. `ochopod run --spec` is one [`Lifecycle`] ([`spec_pod::SpecLifecycle`]) run
-//! through this same builder. Every type the API names is re-exported here (the [`view`],
+//! [`Pod::builder`]. `ochopod run --spec` is one [`Lifecycle`] (`spec_pod::SpecLifecycle`, in the
+//! default feature `spec` with the spec file and its templates) run through this same builder;
+//! a Rust pod may leave the feature out (`default-features = false`). Every type the API names is re-exported here (the [`view`],
 //! [`bindings`] and [`supervisor`] modules hold those with clashing names): a pod needs this one
 //! dependency.
 //!
@@ -66,9 +67,12 @@ mod runtime;
 pub mod testing {
     pub use crate::runtime::{start_scripted, PodClient, Scripted};
 }
+#[cfg(feature = "spec")]
 pub mod spec;
+#[cfg(feature = "spec")]
 pub mod spec_pod;
 mod state;
+#[cfg(feature = "spec")]
 pub mod template;
 
 pub use builder::{Pod, PodBuilder};

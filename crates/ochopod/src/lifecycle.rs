@@ -1,8 +1,8 @@
 //! The hooks a pod implements: the [`Lifecycle`] trait (1.x's hooks, as async methods).
 //!
 //! Only [`Lifecycle::configure`] is required. `ochopod run --spec` is one implementation of this
-//! trait ([`crate::spec_pod::SpecLifecycle`]); a Rust pod is another. The runtime runs every hook
-//! in its own task, so a slow hook never blocks `/info`.
+//! trait (`spec_pod::SpecLifecycle`, feature `spec`); a Rust pod is another. The runtime runs
+//! every hook in its own task, so a slow hook never blocks `/info`.
 //!
 //! # Reload or restart
 //!
