@@ -223,7 +223,12 @@ fn cli_error(e: ochopod::Error) -> Fail {
             "cannot listen on {addr} for the control plane: {source} (is another pod using this \
              port? set [pod] port, --port or ochopod_port, or remap it with [ports])"
         )),
-        ochopod::Error::Settings(_) | ochopod::Error::Binding(_) => Fail::usage(e),
+        // Bad settings, whichever layer found them: bad usage (2).
+        ochopod::Error::Settings(_)
+        | ochopod::Error::Binding(_)
+        | ochopod::Error::Dependency(_)
+        | ochopod::Error::Client(_)
+        | ochopod::Error::Zk(ochopod_zk::Error::Input(_)) => Fail::usage(e),
         e @ ochopod::Error::ZkDenied { .. } => Fail::denied(e),
         other => Fail::from(other),
     }

@@ -41,6 +41,17 @@ pub enum Error {
         /// What ZooKeeper refused.
         denied: ochopod_zk::Error,
     },
+    /// A `depends_on` entry ([`ModelSettings::depends_on`](crate::ModelSettings::depends_on))
+    /// that is not a dependency name; the message says which and what to write.
+    #[error("{0}")]
+    Dependency(ochopod_core::Error),
+    /// The coordinator refused its ZooKeeper settings (`ochopod_zk::Error::Input`: the
+    /// connection string, the auth, the names) or could not start.
+    #[error("{0}")]
+    Zk(ochopod_zk::Error),
+    /// The leader's control client could not be built (its TLS configuration).
+    #[error("{0}")]
+    Client(ochopod_http::Error),
     /// The binding could not tell where the pod runs.
     #[error(transparent)]
     Binding(#[from] ochopod_bindings::Error),

@@ -232,3 +232,28 @@ async fn control_requests_are_answered_with_the_tables_codes() {
     let r = s.control(Task::Off, None, Value::Null).await;
     assert_eq!(r.code, 410, "dead after kill: {r:?}");
 }
+
+/// A bad `depends_on` entry is its own error, the core's, not a string: a caller can tell it
+/// from the other failures to start.
+#[tokio::test(start_paused = true)]
+async fn a_bad_dependency_name_is_a_dependency_error() {
+    let model = ModelSettings {
+        depends_on: vec!["a b".into()],
+        ..Default::default()
+    };
+    let pods = Pods2 {
+        sent: Default::default(),
+    };
+    let err = start_scripted(
+        "a",
+        reg("10.0.0.1"),
+        model,
+        ProcessSettings::default(),
+        Idle,
+        pods,
+    )
+    .err()
+    .expect("refused");
+    assert!(matches!(err, ochopod::Error::Dependency(_)), "{err:?}");
+    assert!(err.to_string().contains("depends_on"), "{err}");
+}

@@ -35,7 +35,7 @@ pub(crate) async fn run<L: Lifecycle>(
             &settings.model.depends_on,
             &settings.registration.namespace,
         )
-        .map_err(|e| crate::Error::Settings(e.to_string()))?;
+        .map_err(crate::Error::Dependency)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             info_value: RwLock::new(Value::Null),
@@ -70,7 +70,7 @@ pub(crate) async fn run<L: Lifecycle>(
             settings.token.clone(),
             settings.tls.as_ref().map(|t| &t.1),
         )
-        .map_err(|e| crate::Error::Settings(e.to_string()))?;
+        .map_err(crate::Error::Client)?;
         let server = tokio::spawn(ochopod_http::serve(listener, handler, config, async move {
             let _ = http_stopped.await;
         }));
@@ -88,7 +88,7 @@ pub(crate) async fn run<L: Lifecycle>(
             settings.registration.clone(),
             patterns.clone(),
         )
-        .map_err(|e| crate::Error::Settings(e.to_string()))?;
+        .map_err(crate::Error::Zk)?;
         // Commands go through one ordered queue (a commit must follow the writes before it).
         let (zk, mut zk_rx) = mpsc::unbounded_channel::<ZkCommand>();
         tokio::spawn(async move {

@@ -76,7 +76,7 @@ pub fn start_scripted<L: Lifecycle>(
     client: impl PodClient,
 ) -> Result<Scripted, crate::Error> {
     let patterns = ochopod_core::deps::parse_all(&model.depends_on, &registration.namespace)
-        .map_err(|e| crate::Error::Settings(e.to_string()))?;
+        .map_err(crate::Error::Dependency)?;
     let settings = RuntimeSettings {
         key: key.to_string(),
         seq: None,
