@@ -2,13 +2,13 @@
 //! through a cold start, an idle window, a ZooKeeper restart shorter than the session timeout
 //! and one longer. The harness fails when a promise breaks: a cluster not configured (again),
 //! a cluster reconfigured or a process restarted by the short restart, a session that survived
-//! the long one, an agent that died. Timings are printed, never asserted.
+//! the long one, an agent that died; and no process may restart across the long one either.
+//! Timings are printed, never asserted.
 
 use serde_json::Value;
 use std::process::Command;
 
 #[test]
-#[ignore = "failed once in 3 runs beside a CPU hog on a machine at load 22; run it with --ignored until that is understood"]
 fn six_agents_in_two_clusters_survive_both_zookeeper_restarts() {
     let bin = ochopod_e2e::agent_binary().expect("the agent binary");
     let work = tempfile::tempdir().expect("temp dir");
@@ -27,10 +27,15 @@ fn six_agents_in_two_clusters_survive_both_zookeeper_restarts() {
             "6",
             "--scale-clusters",
             "2",
-            // Long enough for a ZooKeeper stop + start on a loaded machine (6-13 s seen at
-            // load 24-35): the short restart must fit in it to count.
+            // The short restart must fit in the session to count, as the client sees it: it
+            // expires a session 7/5 of the timeout after its last packet (it pings about every
+            // quarter of the timeout) and retries with a delay doubling from 0.1 s (attempts
+            // 0.1, 0.3, 0.7, 1.5, 3.1, 6.3, 12.7 s after the disconnection), so with 15 s (21 s
+            // minus a ping gap of up to 3.4 s) an outage of up to 12.7 s survives; a ZooKeeper
+            // stop + start takes 6-13 s at load 24-35. (With 10 s, outages over 6.3 s expired
+            // sessions and moved leaders.)
             "--scale-session-timeout",
-            "10",
+            "15",
             "--scale-idle-secs",
             "2",
         ])
@@ -60,11 +65,15 @@ fn six_agents_in_two_clusters_survive_both_zookeeper_restarts() {
         "{stdout}"
     );
     assert_eq!(metric("sessions that survived"), 0.0, "{stdout}");
+    // ... and the outage changed no member, so no process restarted: the dependent cluster's
+    // new leader waits for its dependency's new leader to write the snapshot back
+    // (`dependency_wait`) instead of configuring without it and again with it.
+    assert_eq!(metric("long restart: processes restarted"), 0.0, "{stdout}");
     // The short restart changed nothing (when it was short enough to count: a note says
     // otherwise, and then these figures are left unjudged).
     let short_enough = !report["notes"].as_array().expect("notes").iter().any(|n| {
         n.as_str()
-            .is_some_and(|n| n.contains("not shorter than the session timeout"))
+            .is_some_and(|n| n.contains("short restart") && n.contains("say nothing"))
     });
     if short_enough {
         assert_eq!(
