@@ -163,10 +163,12 @@ fn a_gated_round_waits_for_each_pods_check_and_fails_on_one_that_never_passes() 
             .filter(|l| l.starts_with(&format!("{name} ")))
             .map(|l| l.split(' ').nth(1).unwrap_or(""))
             .collect();
+        // Its checks fail for 2 s after its start, then pass (how many fail first depends on
+        // how soon the gate's first check runs, which a loaded machine delays: not counted).
         let first_pass = mine.iter().position(|o| *o == "pass");
         assert!(
-            first_pass.is_some_and(|p| p >= 1),
-            "{name}: checks failed first, then passed: {log}"
+            first_pass.is_some() && mine[..first_pass.unwrap_or(0)].iter().all(|o| *o == "fail"),
+            "{name}: its check passed, and only failed before: {log}"
         );
     }
     let (first, second) = if sa < sb { ("a", sb) } else { ("b", sa) };

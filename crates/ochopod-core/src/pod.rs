@@ -20,8 +20,8 @@ use crate::jitter::Jitter;
 use crate::settings::{GiveUp, ProcessSettings};
 use crate::timer::{TimerKind, TimerTable};
 use crate::view::ClusterView;
-use crate::wire::{ControlBody, Dependencies, Epoch, Task};
-use serde_json::{json, Value};
+use crate::wire::{ControlBody, Dependencies, DependencyChange, Epoch, PlanDecision, Task, Would};
+use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,8 +90,8 @@ pub enum PodAction {
         hook: Hook,
         /// The cluster view, for hooks that get one.
         view: Option<Arc<ClusterView>>,
-        /// Extra input (the request body for `signal`).
-        input: Value,
+        /// Extra input (a `signal`'s body, `plan`'s decision).
+        input: HookInput,
     },
     /// Render templates and compute the command (`configure`); answer with
     /// [`StepResult::Configured`].
@@ -130,6 +130,17 @@ pub enum ControlInput {
     NotAView(String),
     /// A `signal`'s body, handed to the hook untouched (`null` when empty).
     Opaque(Value),
+}
+
+/// What a hook is given beside the cluster view.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HookInput {
+    /// Nothing.
+    None,
+    /// A `signal`'s body, user JSON passed through (`null` when empty).
+    Opaque(Value),
+    /// `plan`: the machine's decision, for the lifecycle to complete with its files.
+    Plan(PlanDecision),
 }
 
 /// What became of a control request.
@@ -652,7 +663,7 @@ impl PodMachine {
                 self.actions.push_back(PodAction::Hook {
                     hook: Hook::SanityCheck,
                     view: None,
-                    input: Value::Null,
+                    input: HookInput::None,
                 });
             }
             return;
@@ -716,12 +727,12 @@ impl PodMachine {
             _ => None,
         };
         match req.task {
-            Task::Check => self.run_hook(req, Hook::CanConfigure, view, Value::Null),
-            Task::Ok => self.run_hook(req, Hook::Configured, view, Value::Null),
+            Task::Check => self.run_hook(req, Hook::CanConfigure, view, HookInput::None),
+            Task::Ok => self.run_hook(req, Hook::Configured, view, HookInput::None),
             Task::Signal => {
                 let input = match std::mem::replace(&mut req.input, ControlInput::Empty) {
-                    ControlInput::Opaque(v) => v,
-                    _ => Value::Null,
+                    ControlInput::Opaque(v) => HookInput::Opaque(v),
+                    _ => HookInput::Opaque(Value::Null),
                 };
                 self.run_hook(req, Hook::Signal, None, input)
             }
@@ -735,7 +746,7 @@ impl PodMachine {
                     self.actions.push_back(PodAction::Hook {
                         hook: Hook::Initialize,
                         view,
-                        input: Value::Null,
+                        input: HookInput::None,
                     });
                 } else {
                     self.on_initialized(now, req, view);
@@ -744,8 +755,8 @@ impl PodMachine {
             Task::Off | Task::Kill => self.stop_then(now, req, None),
             Task::Plan => {
                 let input = match &view {
-                    Some(v) => self.plan(v),
-                    None => Value::Null,
+                    Some(v) => HookInput::Plan(self.plan(v)),
+                    None => HookInput::None,
                 };
                 self.run_hook(req, Hook::Plan, view, input)
             }
@@ -754,7 +765,7 @@ impl PodMachine {
                     let msg = format!("the process is not running ({})", self.process.as_str());
                     return self.refuse(req.origin, Refusal::Unhealthy(msg));
                 }
-                self.run_hook(req, Hook::SanityCheck, None, Value::Null)
+                self.run_hook(req, Hook::SanityCheck, None, HookInput::None)
             }
         }
     }
@@ -780,7 +791,7 @@ impl PodMachine {
         self.actions.push_back(PodAction::Spawn);
     }
 
-    fn run_hook(&mut self, req: Job, hook: Hook, view: Option<Arc<ClusterView>>, input: Value) {
+    fn run_hook(&mut self, req: Job, hook: Hook, view: Option<Arc<ClusterView>>, input: HookInput) {
         self.op = Op::Task {
             req,
             step: Step::Hook,
@@ -805,7 +816,7 @@ impl PodMachine {
             self.actions.push_back(PodAction::Hook {
                 hook: Hook::Reload,
                 view,
-                input: Value::Null,
+                input: HookInput::None,
             });
             return;
         }
@@ -827,22 +838,22 @@ impl PodMachine {
     /// What an `on` with view `v` would do, as `plan` answers it before the files are added:
     /// `would` (`start`, `configure`, `restart` or `reload`), `why`, and per dependency the
     /// pods that joined and left since the last configuration.
-    fn plan(&self, v: &ClusterView) -> Value {
+    fn plan(&self, v: &ClusterView) -> PlanDecision {
         let (would, why) = if self.process != Process::Running {
             if !self.settings.start && !self.ever_started {
                 (
-                    "configure",
+                    Would::Configure,
                     "start = false: the round configures it; an operator's on starts the process"
                         .to_string(),
                 )
             } else if !self.has_command {
                 (
-                    "start",
+                    Would::Start,
                     "never configured: the round configures it and starts its process".to_string(),
                 )
             } else {
                 (
-                    "start",
+                    Would::Start,
                     format!(
                         "the process is {}: the round configures it and starts it",
                         self.process.as_str()
@@ -851,7 +862,7 @@ impl PodMachine {
             }
         } else if self.settings.strict {
             (
-                "restart",
+                Would::Restart,
                 "strict: every on restarts the process".to_string(),
             )
         } else if !self.same_dependencies(v) {
@@ -860,14 +871,14 @@ impl PodMachine {
             } else {
                 "its dependencies changed (without a reload hook, that restarts)"
             };
-            ("restart", why.to_string())
+            (Would::Restart, why.to_string())
         } else {
             (
-                "reload",
+                Would::Reload,
                 "not strict, same dependencies: the process keeps running".to_string(),
             )
         };
-        let mut deps = serde_json::Map::new();
+        let mut dependencies = std::collections::BTreeMap::new();
         let empty = Default::default();
         let last = self.last_deps.as_ref().unwrap_or(&empty);
         let names: std::collections::BTreeSet<&String> =
@@ -883,18 +894,22 @@ impl PodMachine {
             if self.last_deps.is_some()
                 && (old.is_none() || new.is_none() || !joined.is_empty() || !left.is_empty())
             {
-                deps.insert(
+                dependencies.insert(
                     name.clone(),
-                    json!({
-                        "joined": joined,
-                        "left": left,
-                        "added": old.is_none(),
-                        "removed": new.is_none(),
-                    }),
+                    DependencyChange {
+                        joined: joined.into_iter().cloned().collect(),
+                        left: left.into_iter().cloned().collect(),
+                        added: old.is_none(),
+                        removed: new.is_none(),
+                    },
                 );
             }
         }
-        json!({ "would": would, "why": why, "dependencies": deps })
+        PlanDecision {
+            would,
+            why,
+            dependencies,
+        }
     }
 
     /// Tears the process down if it is alive, then continues the request.
@@ -939,7 +954,7 @@ impl PodMachine {
                 self.actions.push_back(PodAction::Hook {
                     hook: Hook::Finalize,
                     view: None,
-                    input: Value::Null,
+                    input: HookInput::None,
                 });
             }
             _ => {
@@ -1147,7 +1162,7 @@ impl PodMachine {
         self.actions.push_back(PodAction::Hook {
             hook: Hook::Finalize,
             view: None,
-            input: Value::Null,
+            input: HookInput::None,
         });
     }
 }

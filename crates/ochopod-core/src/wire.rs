@@ -699,3 +699,45 @@ mod tests {
             .contains("unknown task"));
     }
 }
+
+/// What an `on` with a given view would do to a pod: the pod machine's half of a `plan` answer
+/// (the lifecycle adds the files it would render).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanDecision {
+    /// What the pod would do.
+    pub would: Would,
+    /// Why, in a sentence for the operator.
+    pub why: String,
+    /// Per dependency cluster that changed since the pod's last configuration: who joined and
+    /// left (empty before its first configuration).
+    pub dependencies: BTreeMap<String, DependencyChange>,
+}
+
+/// What a pod would do with a new view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Would {
+    /// Start its process (never configured, or the process is down).
+    Start,
+    /// Configure without starting the process (`start = false`).
+    Configure,
+    /// Restart its process (strict, or its dependencies changed).
+    Restart,
+    /// Keep its process running (re-render, and reload if a file changes).
+    Reload,
+    /// Fail: its configuration would not render.
+    Fail,
+}
+
+/// How one dependency cluster changed since a pod's last configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependencyChange {
+    /// Keys of the pods that joined.
+    pub joined: Vec<String>,
+    /// Keys of the pods that left.
+    pub left: Vec<String>,
+    /// The cluster is new to the view.
+    pub added: bool,
+    /// The cluster is gone from the view.
+    pub removed: bool,
+}

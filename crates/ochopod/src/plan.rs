@@ -2,6 +2,7 @@
 //! memory and compared with what is on disk, and the line diff shown to the operator.
 
 use crate::lifecycle::HookResult;
+use ochopod_core::wire::{PlanDecision, Would};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -44,14 +45,15 @@ pub struct Plan {
 
 /// The answer to `plan`: the pod machine's decision (`would`, `why`, `dependencies`) with the
 /// files the lifecycle would render. A rendering that fails means the configuration would fail.
-pub(crate) fn answer(decision: Value, plan: HookResult<Option<Plan>>) -> Value {
-    let mut out = match decision {
-        Value::Object(m) => m,
+pub(crate) fn answer(decision: PlanDecision, plan: HookResult<Option<Plan>>) -> Value {
+    let reload = decision.would == Would::Reload;
+    let mut out = match serde_json::to_value(decision) {
+        Ok(Value::Object(m)) => m,
         _ => serde_json::Map::new(),
     };
     match plan {
         Err(e) => {
-            out.insert("would".into(), json!("fail"));
+            out.insert("would".into(), json!(Would::Fail));
             out.insert(
                 "why".into(),
                 json!(format!(
@@ -65,7 +67,7 @@ pub(crate) fn answer(decision: Value, plan: HookResult<Option<Plan>>) -> Value {
         }
         Ok(Some(p)) => {
             let changed = p.files.iter().any(|f| f.changed);
-            if out.get("would") == Some(&json!("reload")) {
+            if reload {
                 let why = match (changed, p.reload_hook) {
                     (false, _) => {
                         "not strict, same dependencies, no rendered file changes: the process \
@@ -184,7 +186,11 @@ mod tests {
 
     #[test]
     fn the_answer_explains_a_reload_by_the_files_and_the_hook() {
-        let decision = || json!({"would": "reload", "why": "x", "dependencies": {}});
+        let decision = || PlanDecision {
+            would: Would::Reload,
+            why: "x".into(),
+            dependencies: Default::default(),
+        };
         let file = |changed: bool| PlannedFile {
             path: "a.cfg".into(),
             changed,
@@ -210,10 +216,12 @@ mod tests {
         assert_eq!(failed["would"], "fail");
         assert!(why(failed).contains("undefined `x`"));
         // A restart stays a restart, with its files.
-        let restart = answer(
-            json!({"would": "restart", "why": "strict"}),
-            plan(true, false),
-        );
+        let strict = PlanDecision {
+            would: Would::Restart,
+            why: "strict".into(),
+            dependencies: Default::default(),
+        };
+        let restart = answer(strict, plan(true, false));
         assert_eq!(
             (restart["would"].clone(), why(restart)),
             (json!("restart"), "strict".into())

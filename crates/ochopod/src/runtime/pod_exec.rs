@@ -1,7 +1,7 @@
 //! The pod executor: carries out the pod machine's actions (replies, hooks, the sub-process).
 
 use crate::lifecycle::Lifecycle;
-use ochopod_core::pod::{Hook, PodAction, Process, StepResult};
+use ochopod_core::pod::{Hook, HookInput, PodAction, Process, StepResult};
 use ochopod_core::ClusterView;
 use ochopod_supervisor::{CommandSpec, OutputMode};
 use serde_json::Value;
@@ -190,7 +190,7 @@ async fn run_hook<L: Lifecycle>(
     l: &L,
     hook: Hook,
     view: Option<Arc<ClusterView>>,
-    input: Value,
+    input: HookInput,
     pid: u32,
 ) -> Result<Value, String> {
     let need_view = || -> Result<Arc<ClusterView>, String> {
@@ -203,9 +203,19 @@ async fn run_hook<L: Lifecycle>(
         Hook::Configured => l.configured(&*need_view()?).await.map(|_| Value::Null),
         Hook::Reload => l.reload(&*need_view()?).await.map(|_| Value::Null),
         Hook::Finalize => l.finalize().await.map(|_| Value::Null),
-        Hook::Signal => l.signal(input).await,
+        Hook::Signal => match input {
+            HookInput::Opaque(body) => l.signal(body).await,
+            _ => l.signal(Value::Null).await,
+        },
         Hook::SanityCheck => l.sanity_check(pid).await.map(|m| m.unwrap_or(Value::Null)),
-        Hook::Plan => Ok(crate::plan::answer(input, l.plan(&*need_view()?).await)),
+        Hook::Plan => match input {
+            HookInput::Plan(decision) => {
+                Ok(crate::plan::answer(decision, l.plan(&*need_view()?).await))
+            }
+            _ => Err(crate::Failure(format!(
+                "internal error: {hook:?} without the machine's decision"
+            ))),
+        },
     };
     r.map_err(|e| e.0)
 }
