@@ -111,8 +111,8 @@ pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::Error;
 
-    /// The command a feature error names builds: `ochopod-cli` and `ochopod` define the feature
-    /// and forward it to this crate.
+    /// The command a feature error names builds: `ochopod-cli` forwards the feature to `ochopod`,
+    /// which forwards it to this crate.
     #[test]
     fn feature_errors_name_a_command_that_works() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -144,8 +144,11 @@ mod tests {
                 line.contains(&format!("ochopod = {{ features = [\"{feature}\"] }}")),
                 "{line}"
             );
-            let forwarded = format!("ochopod-bindings/{feature}");
-            for (krate, table) in [("ochopod-cli", &cli), ("ochopod", &lib)] {
+            // The CLI enables the library's feature, which enables this crate's.
+            for (krate, table, forwarded) in [
+                ("ochopod-cli", &cli, format!("ochopod/{feature}")),
+                ("ochopod", &lib, format!("ochopod-bindings/{feature}")),
+            ] {
                 let list = table
                     .get(feature)
                     .and_then(|v| v.as_array())
