@@ -69,7 +69,7 @@ pub(crate) struct Args {
     /// leader), `http` is ochopod-http's server (parses every body, as a real pod does).
     #[arg(long, value_enum, default_value_t = sim::SimServer::Raw)]
     pub(crate) sim_server: sim::SimServer,
-    /// Real agents of the scale scenario (section 8), spread round-robin over
+    /// Real agents of the scale scenario (`--only scale`, BENCHMARKS.md), spread round-robin over
     /// --scale-clusters clusters.
     #[arg(long, default_value_t = 300)]
     pub(crate) scale_agents: usize,

@@ -311,17 +311,21 @@ impl Bench {
                 .map(|a| a.spawned_ms)
                 .fold(f64::INFINITY, f64::min);
             let deadline = Instant::now() + Duration::from_secs(20);
-            // The agent writes its node twice (a first node to learn its counter, then the node
-            // that carries `seq`): the first node to appear counts, matched by key to the second.
+            // The agent creates its node, then writes `seq` into it: the node's creation counts
+            // as registered, the write as its final registration (matched by key).
             let mut first_seen: BTreeMap<String, f64> = BTreeMap::new();
             let mut seen = 0;
+            let mut counted = std::collections::BTreeSet::new();
             while seen < agents.len() {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let event = tokio::time::timeout(left, watcher.changed())
                     .await
                     .map_err(|_| anyhow!("agents not registered within 20 s"))?;
                 let t = unix_ms();
-                if event.event_type != EventType::NodeCreated {
+                if !matches!(
+                    event.event_type,
+                    EventType::NodeCreated | EventType::NodeDataChanged
+                ) {
                     continue;
                 }
                 let name = event.path.rsplit('/').next().unwrap_or("");
@@ -332,14 +336,17 @@ impl Bench {
                     .to_string();
                 let first = *first_seen.entry(key).or_insert(t);
                 let Ok((data, _)) = self.zkc.get_data(&event.path).await else {
-                    continue; // replaced already: its successor's event follows
+                    continue; // gone already
                 };
                 let reg: ochopod_core::Registration = serde_json::from_slice(&data)?;
                 if reg.seq.is_none() {
-                    continue; // the first node, still there: wait for the final one
+                    continue; // created, its seq not written yet: its data change follows
                 }
                 let port = reg.ports.get("8080").copied().unwrap_or(0);
-                if let Some(a) = agents.iter().find(|a| a.port == port) {
+                if counted.insert(port) {
+                    let Some(a) = agents.iter().find(|a| a.port == port) else {
+                        continue;
+                    };
                     registered.push(first - a.spawned_ms);
                     final_node.push(t - a.spawned_ms);
                     seen += 1;
